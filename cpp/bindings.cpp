@@ -1,0 +1,251 @@
+// pybind11 bindings of the htsr C++ core (module htsr._core). Thin by design: numpy arrays in,
+// plain structs and numpy arrays out, the GIL released around native work, batches
+// interruptible with Ctrl-C between items. Argument checking lives in python/htsr/core.py;
+// C++ exceptions map to Python: invalid_argument -> ValueError, overflow_error ->
+// OverflowError, others -> RuntimeError, Cancelled -> KeyboardInterrupt.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "htsr/batch.hpp"
+#include "htsr/lapack.hpp"
+#include "htsr/powerlaw.hpp"
+#include "htsr/spectrum.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace htsr;
+
+namespace {
+
+/// A 2-D numpy array with unit column stride seen as a MatrixView (no copy).
+MatrixView view_of(const py::array& a, const std::string& dtype) {
+    MatrixView w;
+    w.dtype = parse_dtype(dtype);
+    if (a.ndim() != 2) throw std::invalid_argument("expected a 2-D array, got " + std::to_string(a.ndim()) + "-D");
+    if (std::size_t(a.itemsize()) != dtype_size(w.dtype))
+        throw std::invalid_argument("array itemsize does not match dtype " + dtype);
+    const auto item = a.itemsize();
+    if (a.shape(1) > 1 && a.strides(1) != item) throw std::invalid_argument("columns must be contiguous");
+    if (a.shape(0) > 1 && (a.strides(0) <= 0 || a.strides(0) % item != 0))
+        throw std::invalid_argument("row stride must be a positive multiple of the item size");
+    w.data = a.data();
+    w.rows = a.shape(0);
+    w.cols = a.shape(1);
+    w.ld = a.shape(0) > 1 ? a.strides(0) / item : w.cols;
+    return w;
+}
+
+/// Runs work(cancel) on a native thread while this (the calling, GIL-holding) thread polls
+/// for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items and the
+/// KeyboardInterrupt is re-raised.
+template <class F>
+auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<bool>*>(nullptr))) {
+    using Result = decltype(work(static_cast<const std::atomic<bool>*>(nullptr)));
+    std::atomic<bool> cancel{false};
+    std::optional<Result> result;
+    std::exception_ptr error;
+    std::unique_ptr<py::error_already_set> interrupt;
+    {
+        std::mutex mutex;
+        std::condition_variable done_cv;
+        bool done = false;
+        py::gil_scoped_release release;
+        std::thread worker([&] {
+            try {
+                result.emplace(work(&cancel));
+            } catch (...) {
+                error = std::current_exception();
+            }
+            std::lock_guard<std::mutex> lock(mutex);
+            done = true;
+            done_cv.notify_all();
+        });
+        std::unique_lock<std::mutex> lock(mutex);
+        while (!done_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return done; })) {
+            if (interrupt) continue;
+            lock.unlock();
+            {
+                py::gil_scoped_acquire acquire;
+                if (PyErr_CheckSignals() != 0) {
+                    interrupt = std::make_unique<py::error_already_set>();
+                    cancel = true;
+                }
+            }
+            lock.lock();
+        }
+        lock.unlock();
+        worker.join();
+    }
+    if (interrupt) throw *interrupt;
+    if (error) std::rethrow_exception(error);
+    return std::move(*result);
+}
+
+SpectrumOptions spectrum_options(const std::string& method, const std::string& precision, bool normalize, int64_t k,
+                                 int64_t oversample, int power_iters, uint64_t seed) {
+    SpectrumOptions o;
+    o.method = parse_method(method);
+    o.precision = parse_precision(precision);
+    o.normalize = normalize;
+    o.k = k;
+    o.oversample = oversample;
+    o.power_iters = power_iters;
+    o.seed = seed;
+    return o;
+}
+
+FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
+                       double floor, bool small_n, bool candidates, bool prune, int threads) {
+    FitOptions o;
+    o.ks = parse_ks(ks);
+    o.xmin = xmin;
+    o.xmin_lo = xmin_lo;
+    o.xmin_hi = xmin_hi;
+    o.xmax = xmax;
+    o.min_tail = min_tail;
+    o.floor = floor;
+    o.small_n = small_n;
+    o.candidates = candidates;
+    o.prune = prune;
+    o.threads = threads;
+    return o;
+}
+
+py::array_t<double> to_numpy(const std::vector<double>& v) { return py::array_t<double>(py::ssize_t(v.size()), v.data()); }
+
+using Doubles = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "htsr native core: spectra of weight matrices and Clauset power-law fits";
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::overflow_error& e) {
+            PyErr_SetString(PyExc_OverflowError, e.what());
+        }
+    });
+
+    py::class_<Spectrum>(m, "Spectrum", "Eigenvalues of X = W^T W of one matrix (see htsr.spectrum).")
+        .def_property_readonly("eigenvalues", [](const Spectrum& s) { return to_numpy(s.eigenvalues); },
+                               "float64, ascending")
+        .def_readonly("trace", &Spectrum::trace, "||W||_F^2 (/N when normalized): the sum of all M eigenvalues")
+        .def_readonly("N", &Spectrum::N)
+        .def_readonly("M", &Spectrum::M)
+        .def_readonly("complete", &Spectrum::complete, "False when only the top k were computed")
+        .def("__repr__", [](const Spectrum& s) {
+            return "Spectrum(N=" + std::to_string(s.N) + ", M=" + std::to_string(s.M) + ", values=" +
+                   std::to_string(s.eigenvalues.size()) + (s.complete ? "" : ", top-k") + ")";
+        });
+
+    py::class_<FitResult>(m, "PowerLawFit", "Result of htsr.fit_power_law.")
+        .def_readonly("alpha", &FitResult::alpha)
+        .def_readonly("xmin", &FitResult::xmin)
+        .def_readonly("xmax", &FitResult::xmax)
+        .def_readonly("D", &FitResult::D)
+        .def_readonly("sigma", &FitResult::sigma)
+        .def_readonly("n_tail", &FitResult::n_tail)
+        .def_readonly("n", &FitResult::n)
+        .def_readonly("status", &FitResult::status)
+        .def_readonly("message", &FitResult::message)
+        .def_property_readonly("xmins", [](const FitResult& r) { return to_numpy(r.xmins); })
+        .def_property_readonly("alphas", [](const FitResult& r) { return to_numpy(r.alphas); })
+        .def_property_readonly("Ds", [](const FitResult& r) { return to_numpy(r.Ds); })
+        .def_property_readonly("sigmas", [](const FitResult& r) { return to_numpy(r.sigmas); })
+        .def("to_dict", [](const FitResult& r) {
+            py::dict d;
+            d["alpha"] = r.alpha; d["xmin"] = r.xmin; d["xmax"] = r.xmax; d["D"] = r.D; d["sigma"] = r.sigma;
+            d["n_tail"] = r.n_tail; d["n"] = r.n; d["status"] = r.status; d["message"] = r.message;
+            return d;
+        }, "The scalar fields as a dict.")
+        .def("__repr__", [](const FitResult& r) {
+            return "PowerLawFit(alpha=" + std::to_string(r.alpha) + ", xmin=" + std::to_string(r.xmin) + ", D=" +
+                   std::to_string(r.D) + ", n_tail=" + std::to_string(r.n_tail) + ", status='" + r.status + "')";
+        });
+
+    m.def("spectrum",
+          [](const py::array& a, const std::string& dtype, const std::string& method, const std::string& precision,
+             bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed, int threads) {
+              const MatrixView w = view_of(a, dtype);
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+              py::gil_scoped_release release;
+              lapack::BlasThreads blas(resolve_threads(threads, 1 << 30));
+              return spectrum(w, o);
+          },
+          py::arg("a"), py::arg("dtype"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+
+    m.def("spectrum_batch",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& method,
+             const std::string& precision, bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed,
+             int threads) {
+              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
+              std::vector<MatrixView> ws;
+              for (size_t i = 0; i < arrays.size(); ++i) {
+                  try {
+                      ws.push_back(view_of(arrays[i], dtypes[i]));
+                  } catch (const std::invalid_argument& e) {
+                      throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
+                  }
+              }
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+              return run_interruptible([&](const std::atomic<bool>* cancel) { return spectrum_batch(ws, o, threads, cancel); });
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+
+    m.def("fit_power_law",
+          [](const Doubles& x, const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax,
+             int64_t min_tail, double floor, bool small_n, bool candidates, bool prune, int threads) {
+              if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
+              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, candidates, prune, threads);
+              py::gil_scoped_release release;
+              return fit_power_law(x.data(), x.shape(0), o);
+          },
+          py::arg("x"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
+          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("candidates"), py::arg("prune"),
+          py::arg("threads"));
+
+    m.def("fit_power_law_batch",
+          [](const std::vector<Doubles>& xs, const std::string& ks, double xmin, double xmin_lo, double xmin_hi,
+             double xmax, int64_t min_tail, double floor, bool small_n, bool candidates, bool prune, int threads) {
+              std::vector<std::pair<const double*, int64_t>> samples;
+              for (size_t i = 0; i < xs.size(); ++i) {
+                  if (xs[i].ndim() != 1) throw std::invalid_argument("sample " + std::to_string(i) + ": expected a 1-D array");
+                  samples.emplace_back(xs[i].data(), xs[i].shape(0));
+              }
+              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, candidates, prune, 1);
+              return run_interruptible(
+                  [&](const std::atomic<bool>* cancel) { return fit_power_law_batch(samples, o, threads, cancel); });
+          },
+          py::arg("xs"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
+          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("candidates"), py::arg("prune"),
+          py::arg("threads"));
+
+    m.def("build_info", [] {
+        py::dict d;
+        d["blas"] = std::string(scipy_openblas_get_config());
+        d["blas_threads"] = lapack::blas_threads();
+#ifdef _OPENMP
+        d["openmp"] = true;
+        d["max_threads"] = omp_get_max_threads();
+#else
+        d["openmp"] = false;
+        d["max_threads"] = 1;
+#endif
+        d["cuda"] = false;
+        return d;
+    }, "How the native core was built: BLAS/LAPACK, OpenMP, CUDA.");
+}

@@ -1,0 +1,178 @@
+#include "htsr/spectrum.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "htsr/lapack.hpp"
+#include "htsr/randomized.hpp"
+#include "matrix_io.hpp"
+
+namespace htsr {
+
+DType parse_dtype(const std::string& name) {
+    if (name == "float32") return DType::F32;
+    if (name == "float64") return DType::F64;
+    if (name == "bfloat16") return DType::BF16;
+    if (name == "float16") return DType::F16;
+    throw std::invalid_argument("unknown dtype '" + name + "' (expected float32, float64, bfloat16 or float16)");
+}
+
+const char* dtype_name(DType t) {
+    switch (t) {
+        case DType::F32: return "float32";
+        case DType::F64: return "float64";
+        case DType::BF16: return "bfloat16";
+        case DType::F16: return "float16";
+    }
+    return "?";
+}
+
+std::size_t dtype_size(DType t) { return t == DType::F64 ? 8 : t == DType::F32 ? 4 : 2; }
+
+Method parse_method(const std::string& name) {
+    if (name == "gram") return Method::Gram;
+    if (name == "svd") return Method::SVD;
+    if (name == "randomized") return Method::Randomized;
+    throw std::invalid_argument("unknown method '" + name + "' (expected gram, svd or randomized)");
+}
+
+Precision parse_precision(const std::string& name) {
+    if (name == "float32") return Precision::Float32;
+    if (name == "float64") return Precision::Float64;
+    throw std::invalid_argument("unknown precision '" + name + "' (expected float32 or float64)");
+}
+
+void validate(const MatrixView& w) {
+    if (w.rows <= 0 || w.cols <= 0)
+        throw std::invalid_argument("empty matrix (" + std::to_string(w.rows) + " x " + std::to_string(w.cols) + ")");
+    if (!w.data) throw std::invalid_argument("null data pointer");
+    if (w.ld < w.cols) throw std::invalid_argument("row stride smaller than the number of columns");
+    if (w.M() > 2147483647 / 2 || w.N() > 2147483647)
+        throw std::invalid_argument("matrix too large for 32-bit LAPACK indices");
+}
+
+namespace detail {
+
+double sum_of_squares(const MatrixView& w) {
+    double total = 0;
+    for (int64_t r = 0; r < w.rows; ++r) {
+        double s[4] = {0, 0, 0, 0};
+        int64_t c = 0;
+        auto add_row = [&](auto get) {
+            for (; c + 4 <= w.cols; c += 4)
+                for (int u = 0; u < 4; ++u) { const double v = get(c + u); s[u] += v * v; }
+            for (; c < w.cols; ++c) { const double v = get(c); s[0] += v * v; }
+        };
+        const int64_t base = r * w.ld;
+        switch (w.dtype) {
+            case DType::F32: { const float* p = static_cast<const float*>(w.data) + base; add_row([p](int64_t i) { return double(p[i]); }); break; }
+            case DType::F64: { const double* p = static_cast<const double*>(w.data) + base; add_row([p](int64_t i) { return p[i]; }); break; }
+            case DType::BF16: { const uint16_t* p = static_cast<const uint16_t*>(w.data) + base; add_row([p](int64_t i) { return double(bf16_to_float(p[i])); }); break; }
+            case DType::F16: { const uint16_t* p = static_cast<const uint16_t*>(w.data) + base; add_row([p](int64_t i) { return double(f16_to_float(p[i])); }); break; }
+        }
+        const double row = (s[0] + s[1]) + (s[2] + s[3]);
+        if (!std::isfinite(row))
+            throw std::invalid_argument("matrix contains NaN or Inf (row " + std::to_string(r) + ")");
+        total += row;
+    }
+    return total;
+}
+
+}  // namespace detail
+
+namespace {
+
+/// Final step shared by the exact routes: ascending float64 values, clipped at 0, scaled.
+Spectrum finish(const MatrixView& w, std::vector<double> values, double trace, bool normalize) {
+    Spectrum out;
+    out.N = w.N();
+    out.M = w.M();
+    const double scale = normalize ? 1.0 / double(out.N) : 1.0;
+    for (double& v : values) v = std::max(v, 0.0) * scale;
+    std::sort(values.begin(), values.end());
+    out.eigenvalues = std::move(values);
+    out.trace = trace * scale;
+    return out;
+}
+
+/// X = W^T W (or W W^T for wide W) by SYRK in precision T, then ?syevd_2stage values only.
+/// W is read in place when stored as T; otherwise converted in blocks along the summed
+/// dimension and accumulated (beta = 1), so the extra memory is one block, not a copy.
+template <class T>
+Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
+    const double trace = detail::sum_of_squares(w);
+    const bool tall = w.rows >= w.cols;
+    const int64_t n = w.M(), depth = w.N();
+    std::vector<T> gram(size_t(n) * size_t(n));
+    if (detail::stored_as<T>(w)) {
+        // Column-major view of row-major W is W^T (cols x rows, lda = ld).
+        lapack::syrk(!tall, int(n), int(depth), T(1), static_cast<const T*>(w.data), w.ld, T(0), gram.data(), int(n));
+    } else {
+        const int64_t block = std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
+        std::vector<T> buffer(size_t(block) * size_t(n));
+        for (int64_t k0 = 0; k0 < depth; k0 += block) {
+            const int64_t kb = std::min(block, depth - k0);
+            const T beta = k0 == 0 ? T(0) : T(1);
+            if (tall) {  // rows k0..k0+kb: row-major kb x n = column-major n x kb
+                detail::copy_block(w, k0, k0 + kb, 0, w.cols, buffer.data());
+                lapack::syrk(false, int(n), int(kb), T(1), buffer.data(), n, beta, gram.data(), int(n));
+            } else {     // columns k0..k0+kb: row-major n x kb = column-major kb x n
+                detail::copy_block(w, 0, w.rows, k0, k0 + kb, buffer.data());
+                lapack::syrk(true, int(n), int(kb), T(1), buffer.data(), kb, beta, gram.data(), int(n));
+            }
+        }
+    }
+    for (int64_t j = 0; j < n; ++j)
+        if (!std::isfinite(gram[size_t(j) * n + j]))
+            throw std::overflow_error("the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'");
+    std::vector<T> values(n);
+    const int info = lapack::syevd(int(n), gram.data(), int(n), values.data());
+    if (info != 0) throw std::runtime_error("?syevd_2stage failed (info " + std::to_string(info) + ")");
+    return finish(w, std::vector<double>(values.begin(), values.end()), trace, normalize);
+}
+
+/// Singular values of W by values-only ?gesdd in precision T (on a dense copy), squared.
+template <class T>
+Spectrum svd_spectrum(const MatrixView& w, bool normalize) {
+    const double trace = detail::sum_of_squares(w);
+    std::vector<T> a(size_t(w.rows) * size_t(w.cols));
+    detail::copy_block(w, 0, w.rows, 0, w.cols, a.data());  // column-major cols x rows = W^T
+    std::vector<T> s(w.M());
+    const int info = lapack::gesdd(int(w.cols), int(w.rows), a.data(), int(w.cols), s.data());
+    if (info != 0) throw std::runtime_error("?gesdd failed (info " + std::to_string(info) + ")");
+    std::vector<double> values(s.size());
+    for (size_t i = 0; i < s.size(); ++i) values[i] = double(s[i]) * double(s[i]);
+    return finish(w, std::move(values), trace, normalize);
+}
+
+}  // namespace
+
+Spectrum spectrum(const MatrixView& w, const SpectrumOptions& options) {
+    validate(w);
+    const bool f64 = options.precision == Precision::Float64;
+    switch (options.method) {
+        case Method::Gram: return f64 ? gram_spectrum<double>(w, options.normalize) : gram_spectrum<float>(w, options.normalize);
+        case Method::SVD: return f64 ? svd_spectrum<double>(w, options.normalize) : svd_spectrum<float>(w, options.normalize);
+        case Method::Randomized: return randomized_spectrum(w, options);
+    }
+    throw std::invalid_argument("unknown method");
+}
+
+}  // namespace htsr
+
+#include "htsr/batch.hpp"
+
+namespace htsr {
+
+std::vector<Spectrum> spectrum_batch(const std::vector<MatrixView>& ws, const SpectrumOptions& options, int threads,
+                                     const std::atomic<bool>* cancel) {
+    std::vector<double> cost(ws.size());
+    for (size_t i = 0; i < ws.size(); ++i) cost[i] = double(ws[i].N()) * double(ws[i].M()) * double(ws[i].M());
+    std::vector<Spectrum> out(ws.size());
+    parallel_for(int64_t(ws.size()), cost, threads, cancel, [&](int64_t i) { out[i] = spectrum(ws[i], options); }, "matrix");
+    return out;
+}
+
+}  // namespace htsr

@@ -1,0 +1,52 @@
+"""htsr: heavy-tailed self-regularization diagnostics of neural-network weights.
+
+Native kernels (C++): :func:`eigenvalues`, :func:`spectrum` and their ``_batch`` forms,
+:func:`fit_power_law` and :func:`fit_power_law_batch`. Model analysis: :func:`analyze`,
+:func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade.
+"""
+from __future__ import annotations
+
+from .core import (
+    PowerLawFit,
+    Spectrum,
+    build_info,
+    eigenvalues,
+    eigenvalues_batch,
+    fit_power_law,
+    fit_power_law_batch,
+    spectrum,
+    spectrum_batch,
+)
+
+__version__ = "0.1.0"
+
+# Model-level API, imported on first use so `import htsr` stays light (no pandas).
+_LAZY = {
+    "analyze": "analysis",
+    "describe": "analysis",
+    "summary": "metrics",
+    "WeightWatcher": "compat",
+    "iter_layers": "sources",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'htsr' has no attribute {name!r}")
+
+
+__all__ = [
+    "PowerLawFit",
+    "Spectrum",
+    "build_info",
+    "eigenvalues",
+    "eigenvalues_batch",
+    "fit_power_law",
+    "fit_power_law_batch",
+    "spectrum",
+    "spectrum_batch",
+    *_LAZY,
+]
