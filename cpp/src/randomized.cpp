@@ -4,7 +4,8 @@
 #include <cmath>
 #include <random>
 #include <stdexcept>
-#include <vector>
+
+#include <Eigen/Core>
 
 #include "htsr/lapack.hpp"
 #include "matrix_io.hpp"
@@ -19,16 +20,17 @@ void check(int info, const char* what) {
 
 template <class T>
 Spectrum randomized_spectrum_t(const MatrixView& w, const SpectrumOptions& o) {
+    using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
     const int64_t M = w.M();
     const double trace = detail::sum_of_squares(w);
 
     // B = W^T as a column-major p x q matrix (the row-major input read in place, or a
     // converted dense copy). Its singular values are those of W.
-    std::vector<T> copy;
+    Matrix copy;
     const T* b = static_cast<const T*>(w.data);
     int64_t ldb = w.ld;
     if (!detail::stored_as<T>(w)) {
-        copy.resize(size_t(w.rows) * size_t(w.cols));
+        copy.resize(w.cols, w.rows);
         detail::copy_block(w, 0, w.rows, 0, w.cols, copy.data());
         b = copy.data();
         ldb = w.cols;
@@ -38,8 +40,9 @@ Spectrum randomized_spectrum_t(const MatrixView& w, const SpectrumOptions& o) {
 
     std::mt19937_64 rng(o.seed);
     std::normal_distribution<double> gauss(0.0, 1.0);
-    std::vector<T> omega(size_t(q) * l), y(size_t(p) * l), z(size_t(q) * l), tau(l);
-    for (T& v : omega) v = T(gauss(rng));
+    Matrix omega = Matrix::NullaryExpr(q, l, [&] { return T(gauss(rng)); });
+    Matrix y(p, l), z(q, l), c(l, q);
+    Eigen::Matrix<T, Eigen::Dynamic, 1> tau(l), s(l);
 
     lapack::gemm(false, false, p, l, q, b, ldb, omega.data(), q, y.data(), p);          // Y = B Omega
     for (int it = 0; it < o.power_iters; ++it) {
@@ -49,9 +52,7 @@ Spectrum randomized_spectrum_t(const MatrixView& w, const SpectrumOptions& o) {
         lapack::gemm(false, false, p, l, q, b, ldb, z.data(), q, y.data(), p);          // Y = B Z
     }
     check(lapack::orthonormalize(p, l, y.data(), p, tau.data()), "?geqrf/?orgqr");      // Q
-    std::vector<T> c(size_t(l) * q);
     lapack::gemm(true, false, l, q, p, y.data(), p, b, ldb, c.data(), l);               // C = Q^T B (l x q)
-    std::vector<T> s(l);
     check(lapack::gesdd(l, q, c.data(), l, s.data()), "?gesdd");
 
     Spectrum out;

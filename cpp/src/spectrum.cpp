@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <Eigen/Core>
+
 #include "htsr/lapack.hpp"
 #include "htsr/randomized.hpp"
 #include "matrix_io.hpp"
@@ -102,16 +104,17 @@ Spectrum finish(const MatrixView& w, std::vector<double> values, double trace, b
 /// dimension and accumulated (beta = 1), so the extra memory is one block, not a copy.
 template <class T>
 Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
+    using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
     const double trace = detail::sum_of_squares(w);
     const bool tall = w.rows >= w.cols;
     const int64_t n = w.M(), depth = w.N();
-    std::vector<T> gram(size_t(n) * size_t(n));
+    Matrix gram(n, n);
     if (detail::stored_as<T>(w)) {
         // Column-major view of row-major W is W^T (cols x rows, lda = ld).
         lapack::syrk(!tall, int(n), int(depth), T(1), static_cast<const T*>(w.data), w.ld, T(0), gram.data(), int(n));
     } else {
         const int64_t block = std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
-        std::vector<T> buffer(size_t(block) * size_t(n));
+        Matrix buffer(n, block);
         for (int64_t k0 = 0; k0 < depth; k0 += block) {
             const int64_t kb = std::min(block, depth - k0);
             const T beta = k0 == 0 ? T(0) : T(1);
@@ -124,27 +127,25 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
             }
         }
     }
-    for (int64_t j = 0; j < n; ++j)
-        if (!std::isfinite(gram[size_t(j) * n + j]))
-            throw std::overflow_error("the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'");
-    std::vector<T> values(n);
+    if (!gram.diagonal().allFinite())
+        throw std::overflow_error("the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'");
+    Eigen::Matrix<T, Eigen::Dynamic, 1> values(n);
     const int info = lapack::syevd(int(n), gram.data(), int(n), values.data());
     if (info != 0) throw std::runtime_error("?syevd_2stage failed (info " + std::to_string(info) + ")");
-    return finish(w, std::vector<double>(values.begin(), values.end()), trace, normalize);
+    return finish(w, std::vector<double>(values.data(), values.data() + n), trace, normalize);
 }
 
 /// Singular values of W by values-only ?gesdd in precision T (on a dense copy), squared.
 template <class T>
 Spectrum svd_spectrum(const MatrixView& w, bool normalize) {
     const double trace = detail::sum_of_squares(w);
-    std::vector<T> a(size_t(w.rows) * size_t(w.cols));
-    detail::copy_block(w, 0, w.rows, 0, w.cols, a.data());  // column-major cols x rows = W^T
-    std::vector<T> s(w.M());
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> a(w.cols, w.rows);  // = W^T, column-major
+    detail::copy_block(w, 0, w.rows, 0, w.cols, a.data());
+    Eigen::Matrix<T, Eigen::Dynamic, 1> s(w.M());
     const int info = lapack::gesdd(int(w.cols), int(w.rows), a.data(), int(w.cols), s.data());
     if (info != 0) throw std::runtime_error("?gesdd failed (info " + std::to_string(info) + ")");
-    std::vector<double> values(s.size());
-    for (size_t i = 0; i < s.size(); ++i) values[i] = double(s[i]) * double(s[i]);
-    return finish(w, std::move(values), trace, normalize);
+    const Eigen::VectorXd squared = s.template cast<double>().array().square();
+    return finish(w, std::vector<double>(squared.data(), squared.data() + squared.size()), trace, normalize);
 }
 
 }  // namespace
