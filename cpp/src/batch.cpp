@@ -53,7 +53,9 @@ void parallel_for(int64_t n, const std::vector<double>& cost, int threads, const
     std::vector<std::exception_ptr> errors(n);
     std::atomic<bool> stopped{false};
     const int nthreads = resolve_threads(threads, n);
-    lapack::BlasThreads one_blas_thread(1);
+    // One BLAS thread per item; a batch smaller than the thread budget gives BLAS the rest.
+    const int budget = resolve_threads(threads, int64_t(1) << 30);
+    lapack::BlasThreads blas_threads(nthreads < budget ? budget / std::max(nthreads, 1) : 1);
 
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int64_t j = 0; j < n; ++j) {

@@ -105,7 +105,6 @@ Spectrum finish(const MatrixView& w, std::vector<double> values, double trace, b
 template <class T>
 Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
-    const double trace = detail::sum_of_squares(w);
     const bool tall = w.rows >= w.cols;
     const int64_t n = w.M(), depth = w.N();
     Matrix gram(n, n);
@@ -127,8 +126,13 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
             }
         }
     }
-    if (!gram.diagonal().allFinite())
+    // diag(X)_j = sum_i w_ij^2: NaN/Inf in W or an overflowing Gram shows up here, and its
+    // sum is the trace (in precision T), so W is not read a second time.
+    if (!gram.diagonal().allFinite()) {
+        detail::sum_of_squares(w);  // throws invalid_argument naming the row if W holds NaN/Inf
         throw std::overflow_error("the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'");
+    }
+    const double trace = gram.diagonal().template cast<double>().sum();
     Eigen::Matrix<T, Eigen::Dynamic, 1> values(n);
     const int info = lapack::syevd(int(n), gram.data(), int(n), values.data());
     if (info != 0) throw std::runtime_error("?syevd_2stage failed (info " + std::to_string(info) + ")");

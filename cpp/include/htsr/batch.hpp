@@ -20,7 +20,8 @@ struct Cancelled : std::runtime_error {
 int resolve_threads(int threads, int64_t items);
 
 /// Calls task(i) for every i < n, items with larger `cost` first (load balance), on
-/// resolve_threads(threads, n) OpenMP threads with OpenBLAS pinned to one thread.
+/// resolve_threads(threads, n) OpenMP threads with OpenBLAS pinned to one thread (or, when
+/// there are fewer items than threads, to threads / items).
 /// Items not yet started when *cancel becomes true are skipped and Cancelled is thrown.
 /// An exception from item i is rethrown (same category) as "<label> i: <message>";
 /// the lowest failing index wins, so the error does not depend on scheduling.

@@ -37,7 +37,7 @@ struct SpectrumOptions {
 
 struct Spectrum {
     std::vector<double> eigenvalues;  ///< ascending; all M of them, or the top k (randomized)
-    double trace = 0;                 ///< sum of all M eigenvalues = ||W||_F^2 (/N if normalized), exact for every method
+    double trace = 0;                 ///< ||W||_F^2 (/N if normalized) = sum of all M eigenvalues: the Gram diagonal summed in double (gram), squares summed in double (svd, randomized)
     int64_t N = 0, M = 0;
     bool complete = true;             ///< false when only the top k were computed
 };

@@ -1,0 +1,223 @@
+"""``htsr`` command line: ``htsr analyze PATH`` and ``htsr describe PATH``.
+
+Errors are reported as one line ``htsr: error: <message>`` on stderr with exit code 1 (2 for
+usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+_OUT_FORMATS = (".csv", ".tsv", ".json", ".parquet")
+_TABLE_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D",
+                  "num_pl_spikes", "log_norm", "log_spectral_norm", "stable_rank", "warning"]
+_DESCRIBE_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "rf", "num_evals", "stored_dtype"]
+
+
+class _Error(Exception):
+    """An error reported as one line, without traceback."""
+
+
+def _version() -> str:
+    try:
+        from . import __version__
+        return __version__
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="htsr",
+        description="Heavy-tailed self-regularization diagnostics of neural-network weights "
+                    "(WeightWatcher-compatible metrics from the weights alone).")
+    p.add_argument("--version", action="version", version=f"htsr {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def selection(sp):
+        sp.add_argument("path", metavar="PATH",
+                        help="checkpoint: safetensors file or folder (sharded), .bin/.pt, .npz, ...")
+        sp.add_argument("--layers", nargs="+", metavar="REGEX", default=None,
+                        help="analyse only layers whose name matches one of these regexes")
+        sp.add_argument("--exclude", nargs="+", metavar="REGEX", default=None,
+                        help="skip layers whose name matches one of these regexes")
+        sp.add_argument("--types", nargs="+", metavar="TYPE", default=None,
+                        choices=["dense", "conv1d", "conv2d", "embedding"],
+                        help="layer types to keep (dense, conv1d, conv2d, embedding)")
+        sp.add_argument("--min-evals", type=int, default=8, metavar="N",
+                        help="skip matrices with fewer eigenvalues (default 8)")
+        sp.add_argument("--max-evals", type=int, default=None, metavar="N",
+                        help="skip matrices with more eigenvalues (default: no limit)")
+        sp.add_argument("--max-N", type=int, default=None, metavar="N", dest="max_N",
+                        help="skip matrices whose larger side exceeds N (default: no limit)")
+        sp.add_argument("--no-pool", action="store_true",
+                        help="one row per Conv2D slice instead of one pooled ESD per layer")
+        sp.add_argument("--no-split-fused", action="store_true",
+                        help="analyse fused tensors (qkv, gate_up, experts) as stored")
+        sp.add_argument("--out", metavar="FILE", default=None,
+                        help="write the full table: .csv, .tsv, .json or .parquet")
+
+    a = sub.add_parser("analyze", help="analyse every weight matrix and print a summary",
+                       description="Analyse every weight matrix of a checkpoint: eigenvalues of "
+                                   "W^T W, power-law fit of the tail, WeightWatcher metrics.")
+    selection(a)
+    a.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="native threads (default 0 = all cores)")
+    a.add_argument("--precision", choices=["float32", "float64"], default="float64",
+                   help="arithmetic of the Gram matrix / SVD (default float64)")
+    a.add_argument("--method", choices=["gram", "svd"], default="gram",
+                   help="eigenvalue method (default gram)")
+    a.add_argument("--normalize", action="store_true", help="use X = W^T W / N")
+    a.add_argument("--no-conv2d-norm", action="store_true",
+                   help="do not scale Conv2D eigenvalues by 1/2 (WeightWatcher's conv2d_norm)")
+    g = a.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    a.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+
+    d = sub.add_parser("describe", help="list the matrices that would be analysed (no numerics)")
+    selection(d)
+    return p
+
+
+def _check_out(out: str | None):
+    if out is None:
+        return
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in _OUT_FORMATS:
+        raise _Error(f"{out}: unknown output format {ext or '(none)'!r}; "
+                     f"use one of {', '.join(_OUT_FORMATS)}")
+    if ext == ".parquet":
+        import importlib.util
+        if not (importlib.util.find_spec("pyarrow") or importlib.util.find_spec("fastparquet")):
+            raise _Error(f"{out}: writing parquet needs pyarrow or fastparquet "
+                         "(pip install pyarrow), or use .csv / .json")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise _Error(f"{out}: output folder {parent} does not exist")
+
+
+def _write(df, out: str):
+    ext = os.path.splitext(out)[1].lower()
+    if ext == ".csv":
+        df.to_csv(out, index=False)
+    elif ext == ".tsv":
+        df.to_csv(out, index=False, sep="\t")
+    elif ext == ".json":
+        df.to_json(out, orient="records", indent=1)
+    else:
+        df.to_parquet(out, index=False)
+
+
+def _short(name: str, width: int = 52) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _table(df, columns) -> str:
+    cols = [c for c in columns if c in df.columns]
+    view = df[cols].copy()
+    if "name" in view:
+        view["name"] = view["name"].map(_short)
+    fmt = {c: (lambda v: "" if v != v else f"{v:.3f}")
+           for c in cols if view[c].dtype.kind == "f"}
+    return view.to_string(index=False, formatters=fmt, na_rep="")
+
+
+def _summary_text(df) -> str:
+    from .metrics import summary
+    s = summary(df)
+    n = len(df)
+    failed = int((df["status"] == "failed").sum()) if "status" in df else 0
+    over = int((df["warning"] == "over-trained").sum()) if "warning" in df else 0
+    under = int((df["warning"] == "under-trained").sum()) if "warning" in df else 0
+    secs = float(df["seconds"].sum()) if "seconds" in df else float("nan")
+    lines = [f"model summary ({n} matrices; {failed} failed fits; {over} over-trained "
+             f"(alpha<2), {under} under-trained (alpha>6))"]
+    for k, v in s.items():
+        lines.append(f"  {k:<18} {v:10.4f}")
+    if secs == secs:
+        lines.append(f"  {'seconds (sum)':<18} {secs:10.3f}")
+    return "\n".join(lines)
+
+
+def _selection_kwargs(ns) -> dict:
+    return dict(names=ns.layers, exclude=ns.exclude, layer_types=ns.types,
+                min_evals=ns.min_evals, max_evals=ns.max_evals, max_N=ns.max_N,
+                pool=not ns.no_pool, split_fused=not ns.no_split_fused)
+
+
+def _run(ns) -> int:
+    import pandas as pd  # noqa: F401  (fail early and clearly if missing)
+
+    path = ns.path
+    if not os.path.exists(path):
+        raise _Error(f"{path}: no such file or directory")
+    _check_out(ns.out)
+    from . import analysis
+
+    if ns.command == "describe":
+        df = analysis.describe(path, **_selection_kwargs(ns))
+        if ns.out:
+            _write(df, ns.out)
+        print(_table(df, _DESCRIBE_COLUMNS) if len(df) else "no analysable matrices")
+        print(f"{len(df)} matrices")
+        return 0
+
+    progress = ns.progress
+    if progress is None:
+        progress = sys.stderr.isatty()
+    df = analysis.analyze(path, threads=ns.threads, precision=ns.precision, method=ns.method,
+                          normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
+                          progress=bool(progress), **_selection_kwargs(ns))
+    if ns.out:
+        _write(df, ns.out)
+    if not ns.quiet:
+        if len(df):
+            print(_table(df, _TABLE_COLUMNS))
+            print()
+            print(_summary_text(df))
+        else:
+            print("no analysable matrices")
+    if ns.out:
+        print(f"wrote {len(df)} rows to {ns.out}")
+    return 0
+
+
+def _message(exc: BaseException, path: str | None) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        msg = f"{exc.filename}: no such file or directory"
+    else:
+        msg = str(exc) or type(exc).__name__
+    msg = " ".join(msg.split())          # one line
+    if path and not isinstance(exc, _Error) and path not in msg and os.path.basename(path.rstrip("/")) not in msg:
+        msg = f"{path}: {msg}"
+    return msg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    debug = os.environ.get("HTSR_DEBUG", "") not in ("", "0")
+    try:
+        return _run(ns)
+    except KeyboardInterrupt:
+        sys.stderr.write("htsr: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 -- one line unless HTSR_DEBUG
+        if debug:
+            import traceback
+            traceback.print_exc()
+        sys.stderr.write(f"htsr: error: {_message(exc, getattr(ns, 'path', None))}\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""``WeightWatcher`` drop-in facade over ``htsr.analyze``.
+
+``from htsr import WeightWatcher`` accepts WeightWatcher 0.7.7's constructor and ``analyze`` /
+``describe`` / ``get_summary`` / ``get_details`` / ``get_ESD`` keywords with their defaults
+(including ``max_evals=15000`` and ``max_N=50000``, which skip big layers -- ``htsr.analyze``
+itself does not) and returns frames with WeightWatcher's columns in its order (``layer_id,
+name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
+
+* layer ids are htsr's contiguous ids (+ ``start_ids``), not WeightWatcher's framework counters;
+  ``layers=[...]`` ints refer to these ids;
+* ``name`` is the full path; a name filter matches the full path or its last component (which
+  is what WeightWatcher 0.7.7 calls ``name`` for torch modules);
+* failed fits are NaN / ``''`` instead of -1 / ``'over-trained'``; pooled-conv ``sv_min`` is the
+  true minimum; conv N/M are never swapped;
+* ``get_ESD`` applies ``conv2d_norm`` (WeightWatcher returns the unscaled spectrum, 2x for conv);
+* fused tensors are not split (as in WeightWatcher).
+
+Options that are not implemented raise ``NotImplementedError`` naming the option when set to a
+non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
+``plot``, ``deltas`` without ``plot``, ``sparsify`` without ``intra``, ...) are accepted.
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+import warnings
+
+import numpy as np
+
+from . import analysis as _analysis
+from . import metrics as _metrics
+
+__all__ = ["WeightWatcher"]
+
+logger = logging.getLogger("htsr")
+
+DEFAULT_MIN_EVALS = 8
+DEFAULT_MAX_EVALS = 15000
+DEFAULT_MAX_N = 50000
+_LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding", "norm")
+_DROP = ("source", "stored_dtype", "part", "seconds")
+
+
+def _ww_columns(df):
+    if len(df) == 0:
+        return df
+    df = df.drop(columns=[c for c in _DROP if c in df.columns])
+    lead = ["layer_id", "name"]
+    return df[lead + sorted(c for c in df.columns if c not in lead)]
+
+
+def _not_implemented(option, value):
+    raise NotImplementedError(
+        f"WeightWatcher option {option}={value!r} is not implemented by htsr")
+
+
+class _WWFilter:
+    """WeightWatcher's ``WWLayerIterator.apply_filters`` on htsr metadata."""
+
+    def __init__(self, layers, start_ids=0):
+        if layers is None:
+            layers = []
+        if isinstance(layers, np.ndarray):
+            layers = layers.tolist()
+        if not isinstance(layers, (list, tuple, set)):
+            layers = [layers]
+        self.types, self.ids, self.names = [], [], []
+        for f in layers:
+            if isinstance(f, str) and f in _LAYER_TYPES:
+                self.types.append(f)
+            elif isinstance(f, numbers.Integral) and not isinstance(f, bool):
+                self.ids.append(int(f))
+            elif isinstance(f, str):
+                self.names.append(f)
+            else:
+                raise TypeError(f"unknown layer filter {f!r}: expected an int id, a layer type "
+                                f"({', '.join(_LAYER_TYPES)}) or a name")
+        if self.ids and min(self.ids) < 0 < max(self.ids):
+            raise ValueError("Error, params not valid: layer ids must be all >= 0 or all < 0")
+        skip = [n.startswith("-") for n in self.names]
+        if self.names and any(skip) and not all(skip):
+            raise ValueError("can only specify a list of names to keep or a list to skip, not both")
+        self.start_ids = int(start_ids or 0)
+
+    @staticmethod
+    def _name_in(name, names):
+        return name in names or name.rsplit(".", 1)[-1] in names
+
+    def __call__(self, meta) -> bool:
+        skipped = False
+        lid = meta["layer_id"] + self.start_ids
+        name = meta["name"]
+        if self.types:
+            skipped = meta["layer_type"] not in self.types
+        if self.ids:
+            if min(self.ids) >= 0:
+                skipped = lid not in self.ids
+            else:
+                skipped = -lid in self.ids
+        if self.names:
+            if not self.names[0].startswith("-"):
+                skipped = not self._name_in(name, self.names)
+            else:
+                skipped = self._name_in("-" + name, self.names) or \
+                    ("-" + name.rsplit(".", 1)[-1]) in self.names
+        return not skipped
+
+
+def _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_fft, fft,
+                  intra, channels, stacked, base_model, peft):
+    if max_evals and min_evals and min_evals >= max_evals:
+        raise ValueError("Error, params not valid: min_evals >= max_evals")
+    if max_N is not None and ((max_evals and max_N < max_evals) or (min_evals and max_N < min_evals)):
+        raise ValueError("Error, params not valid: max_N < max_evals or max_N < min_evals")
+    if start_ids is None or start_ids < 0:
+        raise ValueError("Error, params not valid: start_ids must be >= 0")
+    if not isinstance(savefig, (bool, str)):
+        raise ValueError("Error, params not valid: savefig must be a bool or a str")
+    if not pool and conv2d_fft:
+        raise ValueError("Error, params not valid: pool=False cannot be combined with conv2d_fft")
+    for opt, val, default in (("conv2d_fft", conv2d_fft, False), ("fft", fft, False),
+                              ("intra", intra, False), ("channels", channels, None),
+                              ("stacked", stacked, False), ("base_model", base_model, None),
+                              ("peft", peft, False)):
+        if val is not default and val != default:
+            _not_implemented(opt, val)
+
+
+class WeightWatcher:
+    """Drop-in replacement for ``weightwatcher.WeightWatcher`` backed by htsr's native core."""
+
+    def __init__(self, model=None, framework=None, base_model=None, log_level=None):
+        if base_model is not None:
+            _not_implemented("base_model", base_model)
+        self.model = model
+        self.framework = framework      # ignored, as in WeightWatcher (always re-inferred)
+        self.base_model = None
+        self.details = None
+        self.results = None
+        if log_level is not None:
+            logger.setLevel(log_level)
+
+    def __repr__(self):
+        return f"htsr.WeightWatcher(model={type(self.model).__name__})"
+
+    # ------------------------------------------------------------------ helpers
+    def _set_model(self, model):
+        if model is not None:
+            self.model = model
+        if self.model is None:
+            raise ValueError("no model: pass model= to WeightWatcher() or to this method")
+        m = self.model
+        if isinstance(m, dict) and "state_dict" in m and isinstance(m["state_dict"], dict):
+            self.model = m["state_dict"]       # issue #243 unwrap, as WeightWatcher
+        return self.model
+
+    # ------------------------------------------------------------------ analyze
+    def analyze(self, model=None, layers=[], min_evals=DEFAULT_MIN_EVALS,
+                max_evals=DEFAULT_MAX_EVALS, min_size=None, max_size=None, max_N=DEFAULT_MAX_N,
+                glorot_fix=False, plot=False, randomize=False, savefig="ww-img",
+                mp_fit=False, conv2d_norm=True, ww2x=False, pool=True, conv2d_fft=False,
+                fft=False, deltas=False, intra=False, vectors=False, channels=None,
+                stacked=False, fix_fingers=False, xmin_max=None, max_fingers=10,
+                finger_thresh=1.0, fit="PL", sparsify=True, detX=False, ERG=False,
+                svd_method="fast", tolerance=1e-6, start_ids=0, pl_package="ww", xmax=None,
+                base_model=None, peft=False, inverse=False):
+        """WeightWatcher.analyze: one row per layer (per Conv2D slice with pool=False)."""
+        model = self._set_model(model)
+        if min_size or max_size:
+            logger.warning("min_size and max_size are deprecated (WeightWatcher ignores them)")
+        if ww2x:
+            warnings.warn("ww2x is deprecated, using pool=False", DeprecationWarning, stacklevel=2)
+            pool = False
+        if ERG:
+            detX = True
+        _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_fft, fft,
+                      intra, channels, stacked, base_model, peft)
+        if svd_method not in ("fast", "accurate"):
+            raise ValueError(f"Error, params not valid: svd_method={svd_method!r}")
+        if fit not in ("PL", "power_law", "TPL", "truncated_power_law", "E_TPL"):
+            raise ValueError(f"Error, params not valid: fit={fit!r}")
+        if pl_package not in ("ww", "powerlaw"):
+            raise ValueError(f"Error, params not valid: pl_package={pl_package!r}")
+        if fix_fingers not in (False, None, "xmin_peak", "clip_xmax"):
+            raise ValueError(f"Error, params not valid: fix_fingers={fix_fingers!r}")
+        if max_fingers is not None and max_fingers < 1:
+            raise ValueError("Error, params not valid: max_fingers < 1")
+        if xmax not in (None, False, "force") and not (isinstance(xmax, numbers.Integral) and xmax != 0):
+            raise ValueError(f"Error, params not valid: xmax={xmax!r}")
+        if pl_package == "ww" and (xmax == "force" or fit not in ("PL", "power_law")):
+            raise ValueError("Error, params not valid: pl_package='ww' supports only fit='PL' "
+                             "without xmax='force'")
+        for opt, val, default in (("plot", plot, False), ("randomize", randomize, False),
+                                  ("mp_fit", mp_fit, False), ("vectors", vectors, False),
+                                  ("fix_fingers", fix_fingers, False), ("detX", detX, False),
+                                  ("fit", fit if fit != "power_law" else "PL", "PL"),
+                                  ("pl_package", pl_package, "ww"), ("xmax", xmax, None),
+                                  ("inverse", inverse, False)):
+            if val is not default and val != default and not (opt == "xmax" and val is False) \
+                    and not (opt == "fix_fingers" and val is None):
+                _not_implemented(opt, val)
+        if glorot_fix:
+            warnings.warn("glorot_fix has no effect (as in WeightWatcher 0.7.7)", stacklevel=2)
+
+        df = _analysis.analyze(
+            model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
+            conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
+            precision="float64", method="gram", ks="all_points", ww_parity=True,
+            _select=_WWFilter(layers, start_ids))
+        if start_ids:
+            df["layer_id"] = df["layer_id"] + int(start_ids)
+        self.details = _ww_columns(df)
+        return self.details
+
+    # ------------------------------------------------------------------ describe
+    def describe(self, model=None, layers=[], min_evals=DEFAULT_MIN_EVALS,
+                 max_evals=DEFAULT_MAX_EVALS, min_size=None, max_size=None,
+                 max_N=DEFAULT_MAX_N, glorot_fix=False, savefig="ww-img", ww2x=False,
+                 pool=True, conv2d_fft=False, fft=False, conv2d_norm=True, intra=False,
+                 channels=None, stacked=False, start_ids=0, base_model=None, peft=False):
+        """WeightWatcher.describe: the layers analyze would analyse, no numerics."""
+        model = self._set_model(model)
+        if ww2x:
+            pool = False
+        _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_fft, fft,
+                      intra, channels, stacked, base_model, peft)
+        df = _analysis.describe(model, min_evals=min_evals or 0, max_evals=max_evals or None,
+                                max_N=max_N, pool=pool, split_fused=False,
+                                _select=_WWFilter(layers, start_ids))
+        if start_ids:
+            df["layer_id"] = df["layer_id"] + int(start_ids)
+        if len(df) == 0:
+            logger.warning("No layers found")
+            return df
+        return _ww_columns(df)
+
+    # ------------------------------------------------------------------ results
+    def get_details(self):
+        """The frame of the last analyze()."""
+        return self.details
+
+    def get_summary(self, details=None):
+        """Means of log_norm, alpha, alpha_weighted, log_alpha_norm, log_spectral_norm,
+        stable_rank (+ mp_softrank) over rows, skipping NaN (failed fits)."""
+        if details is None:
+            details = self.details
+        return {k: np.float64(v) for k, v in _metrics.summary(details).items()}
+
+    def get_ESD(self, model=None, layer=None, random=False, params=None):
+        """Sorted eigenvalues of one layer (id or name), WITH conv2d_norm applied (x1/2 for a
+        Conv2D) -- WeightWatcher returns the unscaled spectrum there."""
+        if random:
+            _not_implemented("random", random)
+        model = self._set_model(model)
+        if layer is None:
+            raise ValueError("get_ESD needs layer= (an id or a name)")
+        if isinstance(layer, str):
+            desc = _analysis.describe(model, split_fused=False)
+            names = list(desc["name"])
+            if layer not in names:
+                matches = [n for n in names if n.rsplit(".", 1)[-1] == layer]
+                if not matches:
+                    raise ValueError(f"Can not find layer name {layer!r} in {len(names)} layers")
+                layer = matches[0]
+        return _analysis.esd(model, layer, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
+
+    # ------------------------------------------------------------------ not implemented
+    def get_Weights(self, *a, **k):
+        _not_implemented("get_Weights", "()")
+
+    def get_framework_layer(self, *a, **k):
+        _not_implemented("get_framework_layer", "()")
+
+    def distances(self, *a, **k):
+        _not_implemented("distances", "()")
+
+    def SVDSmoothing(self, *a, **k):
+        _not_implemented("SVDSmoothing", "()")
+
+    def SVDSharpness(self, *a, **k):
+        _not_implemented("SVDSharpness", "()")
+
+    def analyze_vectors(self, *a, **k):
+        _not_implemented("analyze_vectors", "()")
+
+    def vector_metrics(self, *a, **k):
+        _not_implemented("vector_metrics", "()")
