@@ -106,7 +106,7 @@ SpectrumOptions spectrum_options(const std::string& method, const std::string& p
 }
 
 FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
-                       double floor, bool small_n, bool candidates, bool prune, int threads) {
+                       double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads) {
     FitOptions o;
     o.ks = parse_ks(ks);
     o.xmin = xmin;
@@ -116,6 +116,7 @@ FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, doubl
     o.min_tail = min_tail;
     o.floor = floor;
     o.small_n = small_n;
+    o.every_position = every_position;
     o.candidates = candidates;
     o.prune = prune;
     o.threads = threads;
@@ -208,30 +209,30 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("fit_power_law",
           [](const Doubles& x, const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax,
-             int64_t min_tail, double floor, bool small_n, bool candidates, bool prune, int threads) {
+             int64_t min_tail, double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads) {
               if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
-              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, candidates, prune, threads);
+              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, every_position, candidates, prune, threads);
               py::gil_scoped_release release;
               return fit_power_law(x.data(), x.shape(0), o);
           },
           py::arg("x"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
-          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("candidates"), py::arg("prune"),
+          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
 
     m.def("fit_power_law_batch",
           [](const std::vector<Doubles>& xs, const std::string& ks, double xmin, double xmin_lo, double xmin_hi,
-             double xmax, int64_t min_tail, double floor, bool small_n, bool candidates, bool prune, int threads) {
+             double xmax, int64_t min_tail, double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads) {
               std::vector<std::pair<const double*, int64_t>> samples;
               for (size_t i = 0; i < xs.size(); ++i) {
                   if (xs[i].ndim() != 1) throw std::invalid_argument("sample " + std::to_string(i) + ": expected a 1-D array");
                   samples.emplace_back(xs[i].data(), xs[i].shape(0));
               }
-              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, candidates, prune, 1);
+              const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, every_position, candidates, prune, 1);
               return run_interruptible(
                   [&](const std::atomic<bool>* cancel) { return fit_power_law_batch(samples, o, threads, cancel); });
           },
           py::arg("xs"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
-          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("candidates"), py::arg("prune"),
+          py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
 
     m.def("build_info", [] {

@@ -27,7 +27,7 @@ constexpr int64_t kSmallN = 20, kSmallNMinTail = 8;  // WeightWatcher 0.7.7 WW_p
 struct Sample {
     std::vector<double> x, lx;           ///< ascending values and their logs
     std::vector<long double> suffix;     ///< suffix[k] = sum_{j >= k} lx[j] (long double: 1e-19 relative)
-    std::vector<int64_t> distinct;       ///< position of the first occurrence of each distinct value
+    std::vector<int64_t> distinct;       ///< position of the first occurrence of each distinct value (never empty)
     bool small_n = false;                ///< WeightWatcher's small-n estimator is in force
     int64_t size() const { return int64_t(x.size()); }
 };
@@ -54,8 +54,7 @@ Sample prepare(const double* values, int64_t n, const FitOptions& o) {
     for (int64_t i = 0; i < m; ++i) s.lx[i] = std::log(s.x[i]);
     s.suffix.assign(m + 1, 0.0L);
     for (int64_t i = m - 1; i >= 0; --i) s.suffix[i] = s.suffix[i + 1] + (long double)s.lx[i];
-    if (o.ks == KSMode::Distinct)
-        for (int64_t i = 0; i < m; ++i)
+    for (int64_t i = 0; i < m; ++i)
             if (i == 0 || s.x[i] != s.x[i - 1]) s.distinct.push_back(i);
     s.small_n = o.small_n && o.ks == KSMode::AllPoints && m < kSmallN;
     return s;
@@ -207,8 +206,10 @@ FitResult fit_power_law(const double* values, int64_t n, const FitOptions& o) {
 
     // Candidate tails (positions in the sorted data) and their alphas.
     std::vector<int64_t> cand;
-    if (o.ks == KSMode::AllPoints) {
+    if (o.ks == KSMode::AllPoints && o.every_position) {
         for (int64_t k = 0; k + 1 < s.size(); ++k) cand.push_back(k);
+    } else if (o.ks == KSMode::AllPoints) {
+        cand.assign(s.distinct.begin(), s.distinct.end() - 1);
     } else if (s.distinct.size() > 2) {
         cand.assign(s.distinct.begin(), s.distinct.end() - 2);
     }

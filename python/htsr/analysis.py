@@ -29,7 +29,6 @@ module, every ``.weight`` key), sparse and different for a module and its state_
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import queue
 import re
@@ -42,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as _metrics
+from .sources import mapped_root, release_mapped_pages
 
 __all__ = ["analyze", "describe", "esd", "LAYER_TYPES"]
 
@@ -256,51 +256,15 @@ def _make_progress(progress, total: int, total_bytes: int):
 # --------------------------------------------------------------------------------------------
 # reader thread
 # --------------------------------------------------------------------------------------------
-def _mapped_root(a: np.ndarray):
-    """The np.memmap that owns the file mapping behind ``a`` (walking ``.base``), or None."""
-    b = a
-    for _ in range(64):
-        if b is None:
-            return None
-        if isinstance(b, np.memmap) and isinstance(getattr(b, "base", None), mmap.mmap):
-            return b
-        b = getattr(b, "base", None)
-    return None
-
-
-def _release_pages(root: np.memmap, a: np.ndarray) -> None:
-    """madvise(DONTNEED) the pages of ``a`` in ``root``'s read-only mapping: they were copied,
-    and a long-lived whole-file mapping would otherwise keep every page read resident."""
-    mm = root.base
-    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    page = mmap.PAGESIZE
-    mm_addr = root.ctypes.data - int(getattr(root, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
-    try:
-        from numpy.lib.array_utils import byte_bounds
-    except ImportError:  # numpy < 2
-        byte_bounds = np.byte_bounds
-    lo, hi = byte_bounds(a)
-    start = max(0, (lo - mm_addr) // page * page)
-    length = min(hi - mm_addr, len(mm)) - start
-    if length > 0:
-        mm.madvise(mmap.MADV_DONTNEED, start, length)
-
-
 def _materialize(mats: list) -> list:
     """Copy memory-mapped matrices into owned arrays, in the reader thread: the file is read
     here (overlapping the native work on earlier matrices) and the mapped pages are released,
     so resident memory stays bounded by the matrices in flight, not by the file size."""
     out = []
     for W in mats:
-        root = _mapped_root(W) if isinstance(W, np.ndarray) else None
-        if root is not None:
+        if isinstance(W, np.ndarray) and mapped_root(W) is not None:
             W2 = np.array(W, dtype=np.float32, order="C", copy=True)
-            try:
-                if root.mode in ("r", "c") or not root.flags.writeable:
-                    _release_pages(root, W)
-            except (OSError, ValueError, AttributeError):
-                pass
+            release_mapped_pages(W)
             W = W2
         out.append(W)
     return out
@@ -460,7 +424,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
         spec_kw.update(k=int(k), oversample=oversample, power_iters=power_iters, seed=seed)
     fit_kw: dict[str, Any] = {"ks": ks}
     if ww_parity:
-        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True)
+        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
 
     rows: list[dict] = []
     done, bytes_read = 0, 0

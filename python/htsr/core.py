@@ -141,7 +141,7 @@ def _sample(x, what="x") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, candidates, prune):
+def _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, every_position, candidates, prune):
     if ks not in _KS:
         raise ValueError(f"unknown ks convention {ks!r}; expected one of {_KS}")
     if xmin is not None and xmin_range is not None:
@@ -153,21 +153,23 @@ def _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, candidates, 
     return dict(ks=ks, xmin=nan if xmin is None else float(xmin), xmin_lo=lo, xmin_hi=hi,
                 xmax=nan if xmax is None else float(xmax), min_tail=int(min_tail),
                 floor=nan if floor is None else float(floor), small_n=bool(small_n),
+                every_position=bool(every_position),
                 candidates=bool(candidates), prune=bool(prune))
 
 
 def fit_power_law(x, *, ks: str = "all_points", xmin: float | None = None, xmin_range=None, xmax: float | None = None,
-                  min_tail: int = 2, floor: float | None = None, small_n: bool = False, candidates: bool = False,
-                  prune: bool = True, threads: int = 1) -> PowerLawFit:
+                  min_tail: int = 2, floor: float | None = None, small_n: bool = False, every_position: bool = False,
+                  candidates: bool = False, prune: bool = True, threads: int = 1) -> PowerLawFit:
     """Continuous power-law fit p(x) ~ x^-alpha for x >= xmin (Clauset, Shalizi & Newman 2009).
 
     For each candidate xmin: alpha = 1 + n / sum_{x_i >= xmin} ln(x_i / xmin) (CSN eq. 3.1) and
     the KS distance D = max |F(x) - S(x)| with F(x) = 1 - (x / xmin)^(1 - alpha); the smallest D
     wins, the earliest candidate on exact ties; sigma = (alpha - 1) / sqrt(n_tail).
 
-    ks="all_points" (default) is WeightWatcher's WWFit / Clauset's plfit.m: every sorted point
-    but the largest is a candidate, S = k/n at every tail point (ties included), D = 1 when
-    alpha <= 1. ks="distinct" is the ``powerlaw`` package 2.0.0: candidates are the distinct
+    ks="all_points" (default) is Clauset's plfit.m: the distinct values but the largest are the
+    candidates, the tail is every x >= xmin, S = k/n at every tail point (ties included), D = 1
+    when alpha <= 1. WeightWatcher's WWFit is identical on tie-free data; every_position=True
+    reproduces it on tied data too (every sorted position but the last is a candidate). ks="distinct" is the ``powerlaw`` package 2.0.0: candidates are the distinct
     values but the two largest, S(u) = #(tail < u)/n at the distinct tail values, alpha <= 1
     invalid (but unlike powerlaw 2.0.0 alpha > 3 is valid). The scan is exact: early
     abandoning only skips candidates whose partial KS maximum already exceeds the best D.
@@ -179,15 +181,15 @@ def fit_power_law(x, *, ks: str = "all_points", xmin: float | None = None, xmin_
     shorter than 8 skipped); candidates=True keeps the per-candidate arrays xmins, alphas, Ds,
     sigmas (full scan). threads: OpenMP threads across candidates (0 = all).
     """
-    args = _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, candidates, prune)
+    args = _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, every_position, candidates, prune)
     return _core.fit_power_law(_sample(x), threads=int(threads), **args)
 
 
 def fit_power_law_batch(xs: Sequence, *, ks: str = "all_points", xmin: float | None = None, xmin_range=None,
                         xmax: float | None = None, min_tail: int = 2, floor: float | None = None,
-                        small_n: bool = False, candidates: bool = False, prune: bool = True,
-                        threads: int = 0) -> list[PowerLawFit]:
+                        small_n: bool = False, every_position: bool = False, candidates: bool = False,
+                        prune: bool = True, threads: int = 0) -> list[PowerLawFit]:
     """:func:`fit_power_law` of many samples in parallel (one thread per sample, ``threads=0`` = all cores)."""
-    args = _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, candidates, prune)
+    args = _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, every_position, candidates, prune)
     samples = [_sample(x, what=f"sample {i}") for i, x in enumerate(xs)]
     return _core.fit_power_law_batch(samples, threads=int(threads), **args)

@@ -86,6 +86,7 @@ import errno
 import functools
 import json
 import math
+import mmap
 import os
 import re
 import struct
@@ -291,6 +292,44 @@ class TensorInfo:
     end: int
 
 
+def mapped_root(a: np.ndarray):
+    """The np.memmap that owns the file mapping behind ``a`` (walking ``.base``), or None."""
+    b = a
+    for _ in range(64):
+        if b is None:
+            return None
+        if isinstance(b, np.memmap) and isinstance(getattr(b, "base", None), mmap.mmap):
+            return b
+        b = getattr(b, "base", None)
+    return None
+
+
+def release_mapped_pages(a: np.ndarray) -> None:
+    """madvise(DONTNEED) the pages behind ``a`` when it is a view of a read-only file mapping
+    whose contents were already copied or converted: a long-lived whole-file mapping would
+    otherwise keep every page read resident, and RSS would grow with the checkpoint."""
+    root = mapped_root(a) if isinstance(a, np.ndarray) else None
+    if root is None or not (root.mode in ("r", "c") or not root.flags.writeable):
+        return
+    mm = root.base
+    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    page = mmap.PAGESIZE
+    mm_addr = root.ctypes.data - int(getattr(root, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    lo, hi = byte_bounds(a)
+    start = max(0, (lo - mm_addr) // page * page)
+    length = min(hi - mm_addr, len(mm)) - start
+    if length > 0:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, length)
+        except (OSError, ValueError):
+            pass
+
+
 class SafetensorsFile:
     """Header-validated, memory-mapped view of one ``.safetensors`` file."""
 
@@ -383,7 +422,11 @@ class SafetensorsFile:
         """float32 array for float tensors (exact conversion), the stored values otherwise."""
         t = self.tensors[name]
         if t.dtype in _FLOAT_NAMES:
-            return to_float32(self.raw(name), t.dtype)
+            raw = self.raw(name)
+            out = to_float32(raw, t.dtype)
+            if out.base is None or not np.shares_memory(out, raw):  # converted: pages not needed
+                release_mapped_pages(raw)
+            return out
         return self.raw(name)
 
 

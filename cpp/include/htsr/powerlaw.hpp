@@ -15,9 +15,10 @@ namespace htsr {
 
 /// Which points enter the KS statistic, and which xmin are candidates.
 enum class KSMode {
-    /// Clauset's plfit.m and WeightWatcher 0.7.7 (WW_powerlaw.WWFit): candidates = every sorted
-    /// point but the largest (ties included); D = max over every tail point x_(k) of
-    /// |F(x_(k)) - k/n|; D = 1 when alpha <= 1.
+    /// Clauset's plfit.m: candidates = the distinct values but the largest, tail = all x >= xmin;
+    /// D = max over every tail point x_(k) (ties included) of |F(x_(k)) - k/n|; D = 1 when
+    /// alpha <= 1. WeightWatcher 0.7.7's WWFit is the same on tie-free data; with ties it also
+    /// takes every sorted position inside a run of equal values as a candidate (every_position).
     AllPoints,
     /// The `powerlaw` package 2.0.0: candidates = the distinct values except the two largest;
     /// D over the distinct tail values u with S(u) = #(tail < u)/n; alpha <= 1 is invalid.
@@ -35,6 +36,7 @@ struct FitOptions {
     int64_t min_tail = 2;                                    ///< skip candidates with fewer tail points
     double floor = std::numeric_limits<double>::quiet_NaN();  ///< drop x <= floor first (WeightWatcher: 1e-5)
     bool small_n = false;     ///< WeightWatcher 0.7.7 path for n < 20: alpha = 1 + (n-1)/sum, tails < 8 skipped
+    bool every_position = false;  ///< AllPoints: WWFit's candidates, every sorted position but the last (ties too)
     bool candidates = false;  ///< keep per-candidate arrays (forces the full scan)
     bool prune = true;        ///< early abandoning (exact: a partial maximum is a lower bound on D)
     int threads = 1;          ///< OpenMP threads across candidates (0 = all)
