@@ -337,7 +337,9 @@ def test_batch_fit_errors_name_the_sample():
 
 def test_degenerate_samples_do_not_crash():
     ones = np.ones(10)
-    h = htsr.fit_power_law(ones)  # WWFit: alpha = inf, D = (n-1)/n ... -> 0.5 at the last candidate
+    h = htsr.fit_power_law(ones)  # plfit.m: one distinct value, so no candidate xmin
+    assert h.status == "failed" and "no candidate" in h.message
+    h = htsr.fit_power_law(ones, every_position=True)  # WWFit: alpha = inf, D = (n-1)/n ... -> 0.5 at the last candidate
     assert h.status == "failed" and np.isinf(h.alpha) and h.D == 0.5
     h = htsr.fit_power_law(ones, ks="distinct")
     assert h.status == "failed" and h.message

@@ -265,9 +265,13 @@ def _torch_f32(t) -> np.ndarray:
 
 
 def _convert(x, dtype: str) -> np.ndarray:
+    """float32 values of a stored tensor; a converted memory-mapped tensor gives its pages back."""
     if _is_torch_tensor(x):
         return _torch_f32(x)
-    return to_float32(x, dtype)
+    out = to_float32(x, dtype)
+    if out is not x:
+        release_mapped_pages(x)
+    return out
 
 
 def _finish(a: np.ndarray) -> np.ndarray:
@@ -422,11 +426,7 @@ class SafetensorsFile:
         """float32 array for float tensors (exact conversion), the stored values otherwise."""
         t = self.tensors[name]
         if t.dtype in _FLOAT_NAMES:
-            raw = self.raw(name)
-            out = to_float32(raw, t.dtype)
-            if out.base is None or not np.shares_memory(out, raw):  # converted: pages not needed
-                release_mapped_pages(raw)
-            return out
+            return _convert(self.raw(name), t.dtype)
         return self.raw(name)
 
 
