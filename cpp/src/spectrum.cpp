@@ -75,8 +75,13 @@ double sum_of_squares(const MatrixView& w) {
             case DType::F16: { const uint16_t* p = static_cast<const uint16_t*>(w.data) + base; add_row([p](int64_t i) { return double(f16_to_float(p[i])); }); break; }
         }
         const double row = (s[0] + s[1]) + (s[2] + s[3]);
-        if (!std::isfinite(row))
-            throw std::invalid_argument("matrix contains NaN or Inf (row " + std::to_string(r) + ")");
+        if (!std::isfinite(row)) {
+            for (int64_t c = 0; c < w.cols; ++c)
+                if (!std::isfinite(load_element<double>(w.data, w.dtype, w.ld, r, c)))
+                    throw std::invalid_argument("matrix contains NaN or Inf (row " + std::to_string(r) + ")");
+            throw std::overflow_error("squared entries overflow float64 (row " + std::to_string(r) +
+                                      "); rescale the matrix");
+        }
         total += row;
     }
     return total;
@@ -129,13 +134,19 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     // diag(X)_j = sum_i w_ij^2: NaN/Inf in W or an overflowing Gram shows up here, and its
     // sum is the trace (in precision T), so W is not read a second time.
     if (!gram.diagonal().allFinite()) {
-        detail::sum_of_squares(w);  // throws invalid_argument naming the row if W holds NaN/Inf
-        throw std::overflow_error("the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'");
+        detail::sum_of_squares(w);  // throws naming the row if W holds NaN/Inf (or its squares overflow)
+        throw std::overflow_error(std::is_same_v<T, float>
+                                      ? "the float32 Gram matrix overflows (entries above ~1.8e19); use precision='float64'"
+                                      : "the float64 Gram matrix overflows; rescale the matrix");
     }
     const double trace = gram.diagonal().template cast<double>().sum();
     Eigen::Matrix<T, Eigen::Dynamic, 1> values(n);
     const int info = lapack::syevd(int(n), gram.data(), int(n), values.data());
-    if (info != 0) throw std::runtime_error("?syevd_2stage failed (info " + std::to_string(info) + ")");
+    if (info != 0) throw std::runtime_error("?syevd failed (info " + std::to_string(info) + ")");
+    if (!values.allFinite())  // lambda_max <= M * max diagonal can overflow when the diagonal does not
+        throw std::overflow_error(std::is_same_v<T, float>
+                                      ? "eigenvalues overflow float32; use precision='float64'"
+                                      : "eigenvalues overflow float64; rescale the matrix");
     return finish(w, std::vector<double>(values.data(), values.data() + n), trace, normalize);
 }
 

@@ -63,9 +63,16 @@ def _matrix(W, dtype: str | None, what: str = "W") -> tuple[np.ndarray, str]:
             )
     elif dtype not in _STORED:
         raise ValueError(f"{what}: unknown dtype {dtype!r}; expected one of {_STORED}")
-    itemsize = 8 if dtype == "float64" else 4 if dtype == "float32" else 2
-    if a.dtype.itemsize != itemsize or a.dtype.kind not in "fuiV":
+    # What may hold `dtype` values: the native float itself, or (16-bit types) raw uint16/int16
+    # bits; never integers or byte-swapped floats reinterpreted bit for bit.
+    native = a.dtype.byteorder in "=|"
+    if dtype in ("float32", "float64"):
+        ok = native and a.dtype == np.dtype(dtype)
+    else:
+        ok = native and (a.dtype in (np.uint16, np.int16) or a.dtype.name == dtype)
+    if not ok:
         raise ValueError(f"{what}: array dtype {a.dtype} does not hold {dtype} values")
+    itemsize = a.dtype.itemsize
     if dtype in ("bfloat16", "float16"):
         a = a.view(np.uint16)
     if a.ndim != 2:
@@ -148,6 +155,9 @@ def _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, every_positi
         raise ValueError("give either a fixed xmin or an xmin_range, not both")
     if xmin is not None and not (math.isfinite(xmin) and xmin > 0):
         raise ValueError(f"xmin must be a positive finite number, got {xmin}")
+    for name, value in (("xmax", xmax), ("floor", floor)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     lo, hi = (-math.inf, math.inf) if xmin_range is None else map(float, xmin_range)
     nan = math.nan
     return dict(ks=ks, xmin=nan if xmin is None else float(xmin), xmin_lo=lo, xmin_hi=hi,
