@@ -17,12 +17,15 @@ import argparse
 import contextlib
 import os
 import platform
-import time
+import sys
 
 import numpy as np
 import scipy.linalg
 
 import htsr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
@@ -43,15 +46,6 @@ def make_batch(count=64, scale=0.25, seed=0):
     # transpose some so the batch also holds wide matrices
     shapes = [(c, r) if rng.random() < 0.25 else (r, c) for r, c in shapes]
     return [rng.standard_normal(s, dtype=np.float32) for s in shapes]
-
-
-def best_time(f, repeat):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = f()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main(argv=None):

@@ -24,13 +24,15 @@ import contextlib
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 import scipy
 import scipy.linalg
 
 import htsr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
@@ -56,15 +58,6 @@ def threads(n):
         yield
     if torch:
         torch.set_num_threads(old)
-
-
-def best_time(f, repeat):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = f()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def methods(W, Wt):

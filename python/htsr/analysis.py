@@ -373,7 +373,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             max_N: int | None = None, layer_types=None, names=None, exclude=None,
             normalize: bool = False, precision: str = "float64", method: str = "gram",
             ks: str = "all_points", conv2d_norm: bool = True, pool: bool = True,
-            split_fused: bool = True, threads: int = 0, prefetch: int = 4, progress=None,
+            split_fused: bool = True, threads: int = 0, prefetch: int = 16, progress=None,
             ww_parity: bool = True, tolerance: float = _metrics.WEAK_RANK_LOSS_TOLERANCE,
             k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
             _select: Callable | None = None):

@@ -44,17 +44,18 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, const double* a, int64_t
 }
 
 // Eigenvalues only (ascending) of a symmetric matrix whose lower triangle is stored in `a`.
-// Large n: two-stage tridiagonal reduction, 1.5x faster than one-stage ?syevd in OpenBLAS
-// (shared/reference/spectral_methods.md §2.3). Small n: one-stage, whose lower overhead wins
-// below ~700 (measured: n = 384 float32 3.5 ms vs 6.3 ms; n = 768 39 vs 30 ms). Returns info.
-constexpr int kTwoStageMinN = 640;
+// Large n: two-stage tridiagonal reduction, 1.5x faster than one-stage ?syevd in OpenBLAS at
+// 4096 (shared/reference/spectral_methods.md §2.3). Small n: one-stage, whose lower overhead
+// wins below n ~ 1280 (float32) / ~ 900 (float64) with scipy-openblas32 0.3.34 (measured by
+// benchmarks/bench_eigenvalues.py: n = 768 float32, one-stage 15.9 ms vs two-stage 22.9 ms).
+constexpr int kTwoStageMinNFloat = 1280, kTwoStageMinNDouble = 896;
 inline int syevd(int n, float* a, int lda, float* w) {
-    return n < kTwoStageMinN ? scipy_LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w)
-                             : scipy_LAPACKE_ssyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
+    return n < kTwoStageMinNFloat ? scipy_LAPACKE_ssyevd(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w)
+                                  : scipy_LAPACKE_ssyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
 }
 inline int syevd(int n, double* a, int lda, double* w) {
-    return n < kTwoStageMinN ? scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w)
-                             : scipy_LAPACKE_dsyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
+    return n < kTwoStageMinNDouble ? scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w)
+                                   : scipy_LAPACKE_dsyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
 }
 
 // Singular values only (descending) of a column-major m x n matrix (destroyed). Returns info.
