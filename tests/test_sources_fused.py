@@ -5,33 +5,13 @@ The fused tensors are built from known pieces the way each model family lays the
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "python" / "htsr" / "sources.py"
+from htsr import sources as S
 
-
-def _import_sources():
-    try:
-        from htsr import sources
-        return sources
-    except ImportError:  # native core not built: sources.py is pure Python, load it alone
-        name = "htsr_sources_standalone"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, SRC)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-S = _import_sources()
 iter_layers = S.iter_layers
 RNG = np.random.default_rng(7)
 
