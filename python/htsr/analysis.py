@@ -8,8 +8,9 @@ without numerics.
 Pipeline: the layer list is built from metadata only (nothing is read); a background thread
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
 analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
-analysed, so memory is bounded by a few matrices, not by the model; memory-mapped data is
-copied there and its pages released) while the main thread hands whatever is ready -- up to
+analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
+data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
+place, and its pages are dropped once analysed) while the main thread hands whatever is ready -- up to
 the same number of matrices, same-shape ones together -- to one ``htsr.spectrum_batch`` call
 (parallel across matrices, one BLAS thread each, GIL released) and the eigenvalues to
 ``htsr.fit_power_law_batch``.
@@ -41,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as _metrics
-from .sources import mapped_root, release_mapped_pages
+from .sources import prefetch_mapped_pages, release_mapped_pages
 
 __all__ = ["analyze", "describe", "esd", "LAYER_TYPES"]
 
@@ -256,18 +257,14 @@ def _make_progress(progress, total: int, total_bytes: int):
 # --------------------------------------------------------------------------------------------
 # reader thread
 # --------------------------------------------------------------------------------------------
-def _materialize(mats: list) -> list:
-    """Copy memory-mapped matrices into owned arrays, in the reader thread: the file is read
-    here (overlapping the native work on earlier matrices) and the mapped pages are released,
-    so resident memory stays bounded by the matrices in flight, not by the file size."""
-    out = []
+def _prefetch(mats: list) -> list:
+    """In the reader thread: start reading memory-mapped matrices from storage (MADV_WILLNEED)
+    so the I/O overlaps the native work on earlier ones. The native code then reads the mapped
+    float32 data in place (no copy) and the main thread drops the pages once the batch is done
+    (``release_mapped_pages``), so resident memory stays bounded by the matrices in flight."""
     for W in mats:
-        if isinstance(W, np.ndarray) and mapped_root(W) is not None:
-            W2 = np.array(W, dtype=np.float32, order="C", copy=True)
-            release_mapped_pages(W)
-            W = W2
-        out.append(W)
-    return out
+        prefetch_mapped_pages(W)
+    return mats
 
 
 class _Reader:
@@ -305,7 +302,7 @@ class _Reader:
                     mats = it.spec.load()
                     if not isinstance(mats, (list, tuple)):
                         mats = [mats]
-                    mats = _materialize(list(mats))
+                    mats = _prefetch(list(mats))
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                     self.q.put((idx, exc, 0.0))
                     return
@@ -445,7 +442,10 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, threads, pool,
                                        conv2d_norm, normalize, ww_parity, tolerance))
             items = [entry[0] for entry in batch]
-            del batch                      # drop the matrices before releasing their budget
+            for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
+                for W in mats:
+                    release_mapped_pages(W)
+            del batch, mats                # drop the matrices before releasing their budget
             for item in items:
                 reader.release(item.mem)
                 done += 1

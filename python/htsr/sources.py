@@ -308,15 +308,13 @@ def mapped_root(a: np.ndarray):
     return None
 
 
-def release_mapped_pages(a: np.ndarray) -> None:
-    """madvise(DONTNEED) the pages behind ``a`` when it is a view of a read-only file mapping
-    whose contents were already copied or converted: a long-lived whole-file mapping would
-    otherwise keep every page read resident, and RSS would grow with the checkpoint."""
+def _advise_mapped_pages(a: np.ndarray, advice: int) -> None:
+    """madvise(advice) the whole pages behind ``a`` when it views a read-only file mapping."""
     root = mapped_root(a) if isinstance(a, np.ndarray) else None
     if root is None or not (root.mode in ("r", "c") or not root.flags.writeable):
         return
     mm = root.base
-    if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+    if not hasattr(mm, "madvise"):
         return
     page = mmap.PAGESIZE
     mm_addr = root.ctypes.data - int(getattr(root, "offset", 0)) % mmap.ALLOCATIONGRANULARITY
@@ -329,9 +327,23 @@ def release_mapped_pages(a: np.ndarray) -> None:
     length = min(hi - mm_addr, len(mm)) - start
     if length > 0:
         try:
-            mm.madvise(mmap.MADV_DONTNEED, start, length)
+            mm.madvise(advice, start, length)
         except (OSError, ValueError):
             pass
+
+
+def release_mapped_pages(a: np.ndarray) -> None:
+    """Drop the resident pages behind ``a`` (a view of a read-only file mapping whose values were
+    already used, copied or converted): a long-lived whole-file mapping would otherwise keep
+    every page read resident, and RSS would grow with the checkpoint."""
+    if hasattr(mmap, "MADV_DONTNEED"):
+        _advise_mapped_pages(a, mmap.MADV_DONTNEED)
+
+
+def prefetch_mapped_pages(a: np.ndarray) -> None:
+    """Ask the kernel to read the pages behind ``a`` ahead (MADV_WILLNEED, asynchronous)."""
+    if hasattr(mmap, "MADV_WILLNEED"):
+        _advise_mapped_pages(a, mmap.MADV_WILLNEED)
 
 
 class SafetensorsFile:
