@@ -264,24 +264,15 @@ class WeightWatcher:
                 layer = matches[0]
         return _analysis.esd(model, layer, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
 
-    # ------------------------------------------------------------------ not implemented
-    def get_Weights(self, *a, **k):
-        _not_implemented("get_Weights", "()")
 
-    def get_framework_layer(self, *a, **k):
-        _not_implemented("get_framework_layer", "()")
+def _missing_method(name):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(f"WeightWatcher.{name}() is not implemented by htsr")
+    method.__name__ = name
+    return method
 
-    def distances(self, *a, **k):
-        _not_implemented("distances", "()")
 
-    def SVDSmoothing(self, *a, **k):
-        _not_implemented("SVDSmoothing", "()")
-
-    def SVDSharpness(self, *a, **k):
-        _not_implemented("SVDSharpness", "()")
-
-    def analyze_vectors(self, *a, **k):
-        _not_implemented("analyze_vectors", "()")
-
-    def vector_metrics(self, *a, **k):
-        _not_implemented("vector_metrics", "()")
+# WeightWatcher methods htsr does not offer yet: a clear NotImplementedError, not AttributeError.
+for _name in ("get_Weights", "get_framework_layer", "distances", "SVDSmoothing", "SVDSharpness",
+              "analyze_vectors", "vector_metrics"):
+    setattr(WeightWatcher, _name, _missing_method(_name))
