@@ -720,3 +720,17 @@ def test_directory_prefers_safetensors_and_config_path(tmp_path):
     q = W.reshape(nh, 3, H // nh, H)[:, 0].reshape(H, H)
     assert [s.part for s in specs] == ["q", "k", "v"]
     assert np.array_equal(specs[0].load()[0], q)
+
+
+def test_mxfp4_expert_blocks_are_reported_not_silently_dropped(tmp_path):
+    """GPT-OSS stores experts as U8 MXFP4 `_blocks` + `_scales`: not readable yet, so a warning
+    names the tensor instead of the experts silently vanishing from the analysis."""
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({"model.layers.0.mlp.experts.down_proj_blocks": np.zeros((2, 16, 4, 16), np.uint8),
+               "model.layers.0.mlp.experts.down_proj_scales": np.zeros((2, 16, 4), np.uint8),
+               "model.layers.0.self_attn.q_proj.weight": np.ones((16, 16), np.float32)}, str(path))
+    with pytest.warns(UserWarning, match=r"down_proj_blocks.*not analysed"):
+        specs = list(S.iter_layers(path))
+    assert [s.name for s in specs] == ["model.layers.0.self_attn.q_proj"]

@@ -91,6 +91,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -818,6 +819,11 @@ class _Maker:
     def specs(self, e: _Entry, *, ltype: str | None = None, module_type: str | None = None,
               orientation: str | None = None) -> Iterator[LayerSpec]:
         shape = e.shape
+        if e.kind != "float" and e.key.endswith("_blocks") and len(shape) >= 3:
+            # MXFP4 / block-quantized weights (GPT-OSS experts): packed codes, not readable yet
+            warnings.warn(f"{e.source}: tensor {e.key!r} holds block-quantized codes ({e.dtype}); "
+                          "it is not analysed (MXFP4 dequantization is not supported yet)",
+                          stacklevel=2)
         if e.kind != "float" or len(shape) < 2 or math.prod(shape) == 0:
             return
         if ltype is None:
