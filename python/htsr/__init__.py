@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "analyze": "analysis",
     "describe": "analysis",
+    "esd": "analysis",
     "summary": "metrics",
     "WeightWatcher": "compat",
     "iter_layers": "sources",
