@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import htsr
-from htsr import analysis, metrics
+from htsr import metrics
 
 torch = pytest.importorskip("torch")
 

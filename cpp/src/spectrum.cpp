@@ -21,16 +21,6 @@ DType parse_dtype(const std::string& name) {
     throw std::invalid_argument("unknown dtype '" + name + "' (expected float32, float64, bfloat16 or float16)");
 }
 
-const char* dtype_name(DType t) {
-    switch (t) {
-        case DType::F32: return "float32";
-        case DType::F64: return "float64";
-        case DType::BF16: return "bfloat16";
-        case DType::F16: return "float16";
-    }
-    return "?";
-}
-
 std::size_t dtype_size(DType t) { return t == DType::F64 ? 8 : t == DType::F32 ? 4 : 2; }
 
 Method parse_method(const std::string& name) {

@@ -10,7 +10,6 @@ namespace htsr {
 enum class DType { F32, F64, BF16, F16 };
 
 DType parse_dtype(const std::string& name);   // "float32", "float64", "bfloat16", "float16"
-const char* dtype_name(DType t);
 std::size_t dtype_size(DType t);
 
 /// bfloat16 -> float32: the bf16 bits are the top half of the float32 bits (exact).
