@@ -7,12 +7,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <pthread.h>
+
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "htsr/batch.hpp"
 #include "htsr/lapack.hpp"
@@ -46,9 +50,83 @@ MatrixView view_of(const py::array& a, const std::string& dtype) {
     return w;
 }
 
-/// Runs work(cancel) on a native thread while this (the calling, GIL-holding) thread polls
-/// for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items and the
-/// KeyboardInterrupt is re-raised.
+/// One long-lived native thread that runs one job at a time.
+class Worker {
+  public:
+    Worker() : thread_([this] { loop(); }) { thread_.detach(); }
+
+    void start(std::function<void()> job) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        job_ = std::move(job);
+        done_ = false;
+        cv_.notify_all();
+    }
+    /// True once the job has finished; waits at most `timeout`.
+    bool wait_for(std::chrono::milliseconds timeout) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        return cv_.wait_for(lock, timeout, [&] { return done_; });
+    }
+
+  private:
+    void loop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            cv_.wait(lock, [&] { return bool(job_); });
+            auto job = std::move(job_);
+            job_ = nullptr;
+            lock.unlock();
+            job();  // never throws: run_interruptible's job captures exceptions
+            lock.lock();
+            done_ = true;
+            cv_.notify_all();
+        }
+    }
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::function<void()> job_;
+    bool done_ = true;
+    std::thread thread_;
+};
+
+/// Idle workers, reused across calls: OpenMP (libgomp) keeps one thread team per master
+/// thread, so a fresh thread per call also re-created the team, and each call then waited
+/// 4-12 ms for the new threads to be scheduled on a 2-vCPU VM (measured); reused workers keep
+/// their teams. Workers are never destroyed (they sleep when idle); a forked child, which has
+/// none of the parent's threads, starts an empty pool.
+class WorkerPool {
+  public:
+    static WorkerPool& get() {
+        static const bool registered = [] {
+            pthread_atfork(nullptr, nullptr, [] { instance() = new WorkerPool; });  // leak the parent's
+            return true;
+        }();
+        (void)registered;
+        return *instance();
+    }
+    Worker* acquire() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (idle_.empty()) return new Worker;
+        Worker* w = idle_.back();
+        idle_.pop_back();
+        return w;
+    }
+    void release(Worker* w) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        idle_.push_back(w);
+    }
+
+  private:
+    static WorkerPool*& instance() {
+        static WorkerPool* pool = new WorkerPool;
+        return pool;
+    }
+    std::mutex mutex_;
+    std::vector<Worker*> idle_;
+};
+
+/// Runs work(cancel) on a pooled native thread while this (the calling, GIL-holding) thread
+/// polls for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items and
+/// the KeyboardInterrupt is re-raised.
 template <class F>
 auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<bool>*>(nullptr))) {
     using Result = decltype(work(static_cast<const std::atomic<bool>*>(nullptr)));
@@ -57,35 +135,25 @@ auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<
     std::exception_ptr error;
     std::unique_ptr<py::error_already_set> interrupt;
     {
-        std::mutex mutex;
-        std::condition_variable done_cv;
-        bool done = false;
         py::gil_scoped_release release;
-        std::thread worker([&] {
+        WorkerPool& pool = WorkerPool::get();
+        Worker* worker = pool.acquire();
+        worker->start([&] {
             try {
                 result.emplace(work(&cancel));
             } catch (...) {
                 error = std::current_exception();
             }
-            std::lock_guard<std::mutex> lock(mutex);
-            done = true;
-            done_cv.notify_all();
         });
-        std::unique_lock<std::mutex> lock(mutex);
-        while (!done_cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return done; })) {
+        while (!worker->wait_for(std::chrono::milliseconds(50))) {
             if (interrupt) continue;
-            lock.unlock();
-            {
-                py::gil_scoped_acquire acquire;
-                if (PyErr_CheckSignals() != 0) {
-                    interrupt = std::make_unique<py::error_already_set>();
-                    cancel = true;
-                }
+            py::gil_scoped_acquire acquire;
+            if (PyErr_CheckSignals() != 0) {
+                interrupt = std::make_unique<py::error_already_set>();
+                cancel = true;
             }
-            lock.lock();
         }
-        lock.unlock();
-        worker.join();
+        pool.release(worker);
     }
     if (interrupt) throw *interrupt;
     if (error) std::rethrow_exception(error);

@@ -17,6 +17,7 @@ Tolerances (spectral_methods.md §3.1):
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -434,6 +435,23 @@ def test_batch_equals_one_by_one(method, precision):
         evs = htsr.eigenvalues_batch(Ws, threads=threads, **opts)
         for a, b in zip(singles, evs):
             np.testing.assert_array_equal(a.eigenvalues, b)
+
+
+def _batch_in_child(Ws):
+    return [sp.eigenvalues for sp in htsr.spectrum_batch(Ws, threads=2)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_batch_after_fork():
+    """The native worker threads and their OpenMP teams do not survive fork(): a forked child
+    must start its own instead of waiting on the parent's (a hang)."""
+    import multiprocessing
+    Ws = _mixed_list()
+    parent = [sp.eigenvalues for sp in htsr.spectrum_batch(Ws, threads=2)]  # parent's workers exist
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_batch_in_child, (Ws,)).get(timeout=60)
+    for a, b in zip(parent, child):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_batch_3d_array_and_raw_dtype():
