@@ -359,10 +359,11 @@ def test_progress_callable_and_bar(stack, capsys):
 
 def _fake_pipeline(monkeypatch, n, load_delay, matrix_delay, **kw):
     """analyze over n fake 64x32 layers whose load() sleeps load_delay and whose spectra sleep
-    matrix_delay each -> (elapsed, max number of matrices loaded but not yet analysed)."""
+    matrix_delay each -> (elapsed, max number of matrices loaded but not yet analysed,
+    sizes of the native batches)."""
     from htsr import core, sources
 
-    state = {"inflight": 0, "max_inflight": 0}
+    state = {"inflight": 0, "max_inflight": 0, "sizes": []}
     lock = threading.Lock()
 
     def make(i):
@@ -379,6 +380,7 @@ def _fake_pipeline(monkeypatch, n, load_delay, matrix_delay, **kw):
     real_batch = core.spectrum_batch
 
     def slow_batch(mats, **kw):
+        state["sizes"].append(len(mats))
         time.sleep(matrix_delay * len(mats))
         out = real_batch(mats, **kw)
         with lock:
@@ -391,21 +393,30 @@ def _fake_pipeline(monkeypatch, n, load_delay, matrix_delay, **kw):
     df = htsr.analyze("ignored", **kw)
     elapsed = time.perf_counter() - t0
     assert list(df["name"]) == [f"l{i}" for i in range(n)]
-    return elapsed, state["max_inflight"]
+    return elapsed, state["max_inflight"], state["sizes"]
 
 
 def test_pipeline_overlaps_reading_with_native_work(monkeypatch):
     n, delay = 12, 0.06
-    elapsed, _ = _fake_pipeline(monkeypatch, n, delay, delay, prefetch=3, threads=2)
+    elapsed, _, _ = _fake_pipeline(monkeypatch, n, delay, delay, prefetch=3, threads=2)
     assert elapsed < 0.8 * (2 * n * delay), elapsed          # sequential would be 2*n*delay
 
 
 def test_pipeline_reads_ahead_a_bounded_number_of_matrices(monkeypatch):
     # loads 8x faster than the analysis: an unbounded reader would hold ~all 16 matrices
-    _, most = _fake_pipeline(monkeypatch, 16, 0.005, 0.04, prefetch=3, threads=2)
+    _, most, _ = _fake_pipeline(monkeypatch, 16, 0.005, 0.04, prefetch=3, threads=2)
     assert 3 <= most <= 2 * 3, most                  # read ahead + the batch being analysed
-    _, most = _fake_pipeline(monkeypatch, 16, 0.005, 0.04, prefetch=1, threads=1)
+    _, most, _ = _fake_pipeline(monkeypatch, 16, 0.005, 0.04, prefetch=1, threads=1)
     assert most <= 2, most
+
+
+def test_pipeline_batches_are_full(monkeypatch):
+    # the first matrix is ready long before the others: a batch must not start with it alone
+    # (each batch ends with a barrier, so a short batch leaves threads idle)
+    _, _, sizes = _fake_pipeline(monkeypatch, 10, 0.004, 0.002, prefetch=4, threads=2)
+    assert sizes == [4, 4, 2], sizes
+    _, _, sizes = _fake_pipeline(monkeypatch, 10, 0.004, 0.002, threads=2)   # default prefetch
+    assert sizes == [10], sizes
 
 
 # Peak RSS of the child's own address space: VmHWM (kB). Not ru_maxrss, which Linux carries

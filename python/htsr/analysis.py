@@ -10,10 +10,12 @@ then reads / converts the selected matrices (``max(prefetch, threads)`` matrices
 analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
 analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while the main thread hands whatever is ready -- up to
-the same number of matrices, same-shape ones together -- to one ``htsr.spectrum_batch`` call
-(parallel across matrices, one BLAS thread each, GIL released) and the eigenvalues to
-``htsr.fit_power_law_batch``.
+place, and its pages are dropped once analysed) while the main thread hands batches -- as many
+matrices as the reader may hold ahead, fewer when the memory budget or the plan ends first --
+to one ``htsr.spectrum_batch`` call (parallel across matrices, largest first, one BLAS thread
+each, GIL released) and the eigenvalues to ``htsr.fit_power_law_batch``.  Each batch ends
+with a barrier, so batches are kept full rather than started with whatever happens to be
+read (on MiniLM-L6, one batch of 39 instead of three took the analysis from 122 to 112 ms).
 
 Column order: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
 N, M, Q, rf, num_evals, has_esd, status, warning, alpha, alpha_weighted, log_alpha_norm, D,
@@ -273,6 +275,7 @@ class _Reader:
     but not yet released (always at least one item)."""
 
     _END = object()
+    _BLOCKED = object()  # the reader waits for the main thread to take or release matrices
 
     def __init__(self, plan: list[_Item], ahead: int, budget: int):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
@@ -289,9 +292,13 @@ class _Reader:
             for idx, it in enumerate(self.plan):
                 mem = it.mem
                 with self.cond:
+                    blocked = False
                     while not self.stop.is_set() and (
                             self.ahead >= self.ahead_max
                             or (self.inflight > 0 and self.inflight + mem > self.budget)):
+                        if not blocked:  # tell _collect not to wait for more
+                            self.q.put(self._BLOCKED)
+                            blocked = True
                         self.cond.wait(0.5)
                     if self.stop.is_set():
                         return
@@ -313,7 +320,7 @@ class _Reader:
 
     def get(self, block=True):
         obj = self.q.get(block=block)
-        if obj is not self._END:
+        if obj is not self._END and obj is not self._BLOCKED:
             with self.cond:
                 self.ahead -= 1
                 self.cond.notify_all()
@@ -370,7 +377,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             max_N: int | None = None, layer_types=None, names=None, exclude=None,
             normalize: bool = False, precision: str = "float64", method: str = "gram",
             ks: str = "all_points", conv2d_norm: bool = True, pool: bool = True,
-            split_fused: bool = True, threads: int = 0, prefetch: int = 16, progress=None,
+            split_fused: bool = True, threads: int = 0, prefetch: int = 64, progress=None,
             ww_parity: bool = True, tolerance: float = _metrics.WEAK_RANK_LOSS_TOLERANCE,
             k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
             _select: Callable | None = None):
@@ -467,13 +474,19 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
 
 
 def _collect(reader: _Reader, plan: list[_Item], cap: int):
-    """Take what the reader has ready, at least one and at most ``cap`` items:
-    -> (batch, finished).  A function of its own so no reference to a matrix outlives it."""
-    got = [reader.get(block=True)]
-    while len(got) < cap and got[-1] is not _Reader._END:
-        try:
-            got.append(reader.get(block=False))
-        except queue.Empty:
+    """The next batch: ``cap`` items, or fewer when the reader is held by its memory budget or
+    the plan ends -> (batch, finished).  Full batches keep every native thread busy (the
+    matrices of a batch are scheduled largest first; a batch ends with a barrier).
+    A function of its own so no reference to a matrix outlives it."""
+    got = []
+    while len(got) < cap:
+        obj = reader.get(block=True)
+        if obj is _Reader._BLOCKED:
+            if got:
+                break
+            continue
+        got.append(obj)
+        if obj is _Reader._END:
             break
     batch, finished = [], False
     for obj in got:
