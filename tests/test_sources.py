@@ -722,14 +722,92 @@ def test_directory_prefers_safetensors_and_config_path(tmp_path):
     assert np.array_equal(specs[0].load()[0], q)
 
 
-def test_mxfp4_expert_blocks_are_reported_not_silently_dropped(tmp_path):
-    """GPT-OSS stores experts as U8 MXFP4 `_blocks` + `_scales`: not readable yet, so a warning
-    names the tensor instead of the experts silently vanishing from the analysis."""
+def _mxfp4_experts(rng, E, R, H):
+    """Random MXFP4 codes and exponents -> (blocks [E,R,H/32,16], scales [E,R,H/32], values
+    [E,R,H] in float64), the values computed from the E2M1 / E8M0 definitions (OCP MX v1.0:
+    sign, 2 exponent bits with bias 1, 1 mantissa bit; block scale 2**(e - 127)), not from a
+    lookup table."""
+    G = H // 32
+    codes = rng.integers(0, 16, size=(E, R, H), dtype=np.uint8)
+    scales = rng.integers(100, 140, size=(E, R, G), dtype=np.uint8)
+    sign = np.where(codes & 8, -1.0, 1.0)
+    e, m = (codes >> 1) & 3, (codes & 1).astype(np.float64)
+    mag = np.where(e == 0, m * 0.5, (1.0 + m / 2) * np.exp2(e.astype(np.float64) - 1))
+    values = sign * mag * np.exp2(np.repeat(scales.astype(np.float64) - 127, 32, axis=-1))
+    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).reshape(E, R, G, 16)  # low nibble first
+    return blocks, scales, values
+
+
+def test_mxfp4_experts_are_dequantized_exactly_in_the_model_layout(tmp_path):
+    """GPT-OSS stores experts as MXFP4 `<name>_blocks` [E, 2I, H/32, 16] + `<name>_scales`
+    [E, 2I, H/32]; the model's tensor is [E, H, 2I] with gate/up interleaved along the last
+    axis (transformers' convert_moe_packed_tensors + GptOssExperts)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(11)
+    E, I, H = 3, 64, 96
+    blocks, scales, values = _mxfp4_experts(rng, E, 2 * I, H)
+    model = np.transpose(values, (0, 2, 1))                       # [E, H, 2I]
+    q = rng.standard_normal((H, H)).astype(np.float32)
+    tensors = {"model.layers.0.mlp.experts.gate_up_proj_blocks": blocks,
+               "model.layers.0.mlp.experts.gate_up_proj_scales": scales,
+               "model.layers.0.self_attn.q_proj.weight": q}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_oss",
+                                                      "intermediate_size": I, "hidden_size": H}))
+    sources = [tmp_path, tensors]
+    try:
+        import torch
+        sources.append({k: torch.from_numpy(v) for k, v in tensors.items()})
+    except ImportError:
+        pass
+    for src in sources:
+        cfg = None if src is tmp_path else {"model_type": "gpt_oss", "intermediate_size": I}
+        specs = list(S.iter_layers(src, config=cfg))
+        assert [s.longname for s in specs] == [
+            f"model.layers.0.mlp.experts.gate_up_proj[expert.{x}.{p}]"
+            for x in range(E) for p in ("gate", "up")] + ["model.layers.0.self_attn.q_proj"]
+        for s in specs[:-1]:
+            x, p = int(s.part.split(".")[1]), s.part.split(".")[2]
+            want = model[x][:, 0::2] if p == "gate" else model[x][:, 1::2]
+            got = s.load()
+            assert s.stored_dtype == "mxfp4" and s.matrix_shape == (H, I) and len(got) == 1
+            assert got[0].dtype == np.float32
+            np.testing.assert_array_equal(got[0], want.astype(np.float32), err_msg=s.longname)
+        whole = list(S.iter_layers(src, config=cfg, split_fused=False))[0]
+        np.testing.assert_array_equal(whole.load()[0], model[0].astype(np.float32))
+
+
+def test_mxfp4_decoder_nan_scale_and_shape_errors():
+    blocks = np.full((2, 1, 16), 0x21, np.uint8)            # codes 1 (0.5) and 2 (1.0)
+    w = S.mxfp4_to_float32(blocks, np.array([[127], [255]], np.uint8))
+    assert w.shape == (2, 32)
+    np.testing.assert_array_equal(w[0], np.tile([0.5, 1.0], 16))
+    assert np.isnan(w[1]).all()                             # E8M0 255 is NaN
+    with pytest.raises(ValueError, match="do not match"):
+        S.mxfp4_to_float32(blocks, np.zeros((2, 2), np.uint8))
+
+
+def test_mxfp4_nan_scale_is_an_error_naming_the_layer(tmp_path):
+    import htsr
+    from safetensors.numpy import save_file
+
+    blocks, scales, _ = _mxfp4_experts(np.random.default_rng(2), 2, 32, 64)
+    scales[1, 3, 0] = 255
+    save_file({"mlp.experts.down_proj_blocks": blocks, "mlp.experts.down_proj_scales": scales},
+              str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"mlp\.experts\.down_proj.*NaN|NaN.*down_proj"):
+        htsr.analyze(tmp_path)
+
+
+def test_mxfp4_blocks_without_scales_are_reported_not_silently_dropped(tmp_path):
+    """A `_blocks` tensor whose `_scales` is missing or does not fit cannot be dequantized: a
+    warning names it instead of the experts silently vanishing from the analysis."""
     from safetensors.numpy import save_file
 
     path = tmp_path / "model.safetensors"
     save_file({"model.layers.0.mlp.experts.down_proj_blocks": np.zeros((2, 16, 4, 16), np.uint8),
-               "model.layers.0.mlp.experts.down_proj_scales": np.zeros((2, 16, 4), np.uint8),
+               "model.layers.0.mlp.experts.down_proj_scales": np.zeros((2, 16, 3), np.uint8),
                "model.layers.0.self_attn.q_proj.weight": np.ones((16, 16), np.float32)}, str(path))
     with pytest.warns(UserWarning, match=r"down_proj_blocks.*not analysed"):
         specs = list(S.iter_layers(path))

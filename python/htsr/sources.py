@@ -77,8 +77,15 @@ dequantized: per-tensor / per-channel scales broadcast, 2-D block scales use
 ``quantization_config.weight_block_size`` (default ``[128, 128]``; edge blocks partial).
 ``nbytes`` is the number of bytes ``load()`` reads from storage (piece + its scales).
 
-Not supported (left out): GGUF, ONNX, Keras/HDF5, Flax msgpack, MXFP4 ``*_blocks`` (U8, skipped
-as integer), integer-quantized weights (int8/int4 + scales), Conv3d, RNN-specific gate splits.
+MXFP4 (GPT-OSS experts: ``<name>_blocks`` U8 ``[E, R, G, 16]``, two E2M1 codes per byte, low
+nibble first, and ``<name>_scales`` U8 ``[E, R, G]``, E8M0 exponents, one per 32 values) is
+dequantized exactly, one expert at a time, as transformers' ``integrations/mxfp4.py`` does:
+value = e2m1(code) * 2**(scale - 127), each expert's ``[R, 32 G]`` matrix transposed to the
+model's ``[32 G, R]`` layout; the layer is ``<name>`` (``stored_dtype`` ``mxfp4``).
+A ``_blocks`` tensor without its ``_scales`` is skipped with a warning naming it.
+
+Not supported (left out): GGUF, ONNX, Keras/HDF5, Flax msgpack, integer-quantized weights
+(int8/int4 + scales), Conv3d, RNN-specific gate splits.
 """
 from __future__ import annotations
 
@@ -104,6 +111,7 @@ __all__ = [
     "iter_layers",
     "natural_key",
     "to_float32",
+    "mxfp4_to_float32",
     "SafetensorsFile",
     "TensorInfo",
     "load_config",
@@ -180,6 +188,7 @@ _ST_DTYPES = {
 _FLOAT_NAMES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2",
                 "float8_e4m3fnuz", "float8_e5m2fnuz"}
 _BITS = {v[0]: v[1] for v in _ST_DTYPES.values()}
+_BITS["mxfp4"] = 4.25  # a 4-bit code per value + an 8-bit exponent per 32 values
 _FP8 = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
 
 
@@ -234,6 +243,87 @@ def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     raise ValueError(f"cannot convert dtype {dtype!r} to float32")
 
 
+# E2M1 (OCP MX v1.0 FP4): sign, 2 exponent bits (bias 1), 1 mantissa bit; no inf / NaN
+_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                  -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
+
+
+def mxfp4_to_float32(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Dequantize MXFP4 (OCP Microscaling FP4) to float32, exactly.
+
+    ``blocks``: uint8 ``[..., G, 16]``, two E2M1 codes per byte (value ``2k`` in the low
+    nibble, ``2k+1`` in the high one); ``scales``: uint8 ``[..., G]``, E8M0 exponents (the
+    block of 32 values is multiplied by ``2**(scale - 127)``; 255 is NaN).  Returns
+    ``[..., 32 G]``.  Products overflowing float32 (6 * 2**127) become inf."""
+    blocks, scales = _as_numpy(blocks), _as_numpy(scales)
+    if blocks.dtype != np.uint8 or scales.dtype != np.uint8:
+        raise ValueError(f"MXFP4 blocks and scales must be uint8, got {blocks.dtype} and "
+                         f"{scales.dtype}")
+    if blocks.ndim < 2 or blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
+        raise ValueError(f"MXFP4 blocks {tuple(blocks.shape)} and scales {tuple(scales.shape)} "
+                         "do not match ([..., G, 16] and [..., G])")
+    out = np.empty(blocks.shape[:-1] + (32,), dtype=np.float32)
+    out[..., 0::2] = _E2M1[blocks & 0x0F]
+    out[..., 1::2] = _E2M1[blocks >> 4]
+    exp = scales.astype(np.int32) - 127
+    with np.errstate(over="ignore"):
+        np.ldexp(out, exp[..., None], out=out)
+    out[scales == 255] = np.nan
+    return out.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 32,))
+
+
+def _as_numpy(x) -> np.ndarray:
+    if _is_torch_tensor(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+class _MXFP4Tensor:
+    """Lazy dequantized view of an MXFP4 ``_blocks``/``_scales`` pair in the model's layout:
+    ``[E, 32 G, R]`` for expert tensors (indexing dequantizes one expert), ``[R, 32 G]``
+    otherwise."""
+
+    def __init__(self, blocks: _Entry, scales: _Entry):
+        self.blocks, self.scales = blocks, scales
+        *lead, r, g, _ = blocks.shape
+        self.shape = (*lead, g * 32, r) if lead else (r, g * 32)
+
+    def _decode(self, b, s, transpose: bool) -> np.ndarray:
+        w = mxfp4_to_float32(b, s)
+        if isinstance(b, np.ndarray):
+            release_mapped_pages(b)
+            release_mapped_pages(s)
+        return w.T if transpose else w
+
+    def __getitem__(self, i) -> np.ndarray:
+        if len(self.shape) != 3 or not isinstance(i, (int, np.integer)):
+            raise TypeError("an MXFP4 tensor is read one expert at a time")
+        return self._decode(self.blocks.get()[i], self.scales.get()[i], True)
+
+    def __array__(self, dtype=None, copy=None):
+        if len(self.shape) == 3:
+            w = np.stack([self[i] for i in range(self.shape[0])])
+        else:
+            w = self._decode(self.blocks.get(), self.scales.get(), False)
+        return w if dtype is None else w.astype(dtype)
+
+
+def _mxfp4_entry(blocks: _Entry, lookup: Mapping[str, _Entry]) -> _Entry | None:
+    """The dequantized-tensor entry for an MXFP4 ``<name>_blocks`` tensor, or None when it is
+    not one (wrong dtype / shape, or no matching ``<name>_scales``)."""
+    base = blocks.key[: -len("_blocks")]
+    scales = lookup.get(base + "_scales")
+    if (scales is None or blocks.dtype != "uint8" or scales.dtype not in ("uint8", "float8_e8m0fnu")
+            or len(blocks.shape) not in (3, 4) or blocks.shape[-1] != 16
+            or tuple(scales.shape) != tuple(blocks.shape[:-1])):
+        return None
+    if scales.dtype != "uint8":  # E8M0 bytes: the same bits
+        scales = _Entry(scales.key, scales.shape, "uint8", "int", scales.source,
+                        lambda g=scales.get: _as_numpy(g()).view(np.uint8))
+    view = _MXFP4Tensor(blocks, scales)
+    return _Entry(base, view.shape, "mxfp4", "float", blocks.source, lambda v=view: v)
+
+
 def _import_torch():
     try:
         import torch
@@ -269,6 +359,8 @@ def _convert(x, dtype: str) -> np.ndarray:
     """float32 values of a stored tensor; a converted memory-mapped tensor gives its pages back."""
     if _is_torch_tensor(x):
         return _torch_f32(x)
+    if dtype == "mxfp4":  # dequantized already (_MXFP4Tensor)
+        return np.asarray(x, dtype=np.float32)
     out = to_float32(x, dtype)
     if out is not x:
         release_mapped_pages(x)
@@ -818,12 +910,17 @@ class _Maker:
 
     def specs(self, e: _Entry, *, ltype: str | None = None, module_type: str | None = None,
               orientation: str | None = None) -> Iterator[LayerSpec]:
+        if e.kind != "float" and e.key.endswith("_blocks") and len(e.shape) >= 3:
+            dq = _mxfp4_entry(e, self.lookup)
+            if dq is None:
+                warnings.warn(f"{e.source}: tensor {e.key!r} holds block-quantized codes "
+                              f"({e.dtype}, shape {tuple(e.shape)}) without a matching "
+                              f"'{e.key[:-len('_blocks')]}_scales' (MXFP4 needs uint8 "
+                              "[..., G, 16] blocks and [..., G] scales); it is not analysed",
+                              stacklevel=2)
+                return
+            e = dq
         shape = e.shape
-        if e.kind != "float" and e.key.endswith("_blocks") and len(shape) >= 3:
-            # MXFP4 / block-quantized weights (GPT-OSS experts): packed codes, not readable yet
-            warnings.warn(f"{e.source}: tensor {e.key!r} holds block-quantized codes ({e.dtype}); "
-                          "it is not analysed (MXFP4 dequantization is not supported yet)",
-                          stacklevel=2)
         if e.kind != "float" or len(shape) < 2 or math.prod(shape) == 0:
             return
         if ltype is None:
