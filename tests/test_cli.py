@@ -148,6 +148,25 @@ def test_usage_errors_exit_2(ckpt):
     assert r.returncode == 2
     r = run("analyze", ckpt, "--precision", "float16")
     assert r.returncode == 2
+    for args in (("--method", "randomized"), ("--k", "4")):
+        r = run("analyze", ckpt, *args)
+        assert r.returncode == 2 and "--method randomized needs --k" in r.stderr
+
+
+def test_randomized_method_gives_the_top_k_fit(ckpt, tmp_path):
+    import htsr
+    out = tmp_path / "r.csv"
+    assert cli.main(["analyze", str(ckpt), "--method", "randomized", "--k", "6", "--out", str(out),
+                     "-q", "--no-progress"]) == 0
+    df = pd.read_csv(out)
+    assert (df["num_evals"] == 6).all()
+    full = htsr.analyze(ckpt)
+    # Ritz values from a subspace are lower bounds; the test layers' flat random spectra are the
+    # hard case for a randomized range finder, hence 1 %
+    assert (df["lambda_max"] <= full["lambda_max"] * (1 + 1e-9)).all()
+    np.testing.assert_allclose(df["lambda_max"], full["lambda_max"], rtol=1e-2)
+    np.testing.assert_allclose(df["norm"], full["norm"], rtol=1e-9)              # exact trace
+    assert df["entropy"].isna().all() and df["matrix_rank"].isna().all()
 
 
 def test_debug_shows_traceback(tmp_path):

@@ -70,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="native threads (default 0 = all cores)")
     a.add_argument("--precision", choices=["float32", "float64"], default="float64",
                    help="arithmetic of the Gram matrix / SVD (default float64)")
-    a.add_argument("--method", choices=["gram", "svd"], default="gram",
-                   help="eigenvalue method (default gram)")
+    a.add_argument("--method", choices=["gram", "svd", "randomized"], default="gram",
+                   help="eigenvalue method (default gram); randomized: only the top --k "
+                        "eigenvalues (alpha from that tail; norm from the exact trace; "
+                        "entropy and rank metrics left empty)")
+    a.add_argument("--k", type=int, default=None, metavar="K",
+                   help="number of top eigenvalues for --method randomized")
     a.add_argument("--normalize", action="store_true", help="use X = W^T W / N")
     a.add_argument("--no-conv2d-norm", action="store_true",
                    help="do not scale Conv2D eigenvalues by 1/2 (WeightWatcher's conv2d_norm)")
@@ -173,7 +177,7 @@ def _run(ns) -> int:
     if progress is None:
         progress = sys.stderr.isatty()
     df = analysis.analyze(path, threads=ns.threads, precision=ns.precision, method=ns.method,
-                          normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
+                          k=ns.k, normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
                           progress=bool(progress), **_selection_kwargs(ns))
     if ns.out:
         _write(df, ns.out)
@@ -203,6 +207,8 @@ def _message(exc: BaseException, path: str | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    if getattr(ns, "command", None) == "analyze" and (ns.method == "randomized") != (ns.k is not None):
+        parser.error("--method randomized needs --k K, and --k goes only with it")
     debug = os.environ.get("HTSR_DEBUG", "") not in ("", "0")
     try:
         return _run(ns)
