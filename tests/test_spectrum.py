@@ -454,6 +454,19 @@ def test_batch_after_fork():
         np.testing.assert_array_equal(a, b)
 
 
+def test_concurrent_batches_from_python_threads():
+    """Batches called from several Python threads at once (each gets its own pooled native
+    worker) give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+    Ws = _mixed_list()
+    serial = [sp.eigenvalues for sp in htsr.spectrum_batch(Ws, threads=1)]
+    with ThreadPoolExecutor(4) as ex:
+        runs = list(ex.map(lambda _: htsr.spectrum_batch(Ws, threads=1), range(12)))
+    for run in runs:
+        for a, b in zip(serial, run):
+            np.testing.assert_array_equal(a, b.eigenvalues)
+
+
 def test_batch_3d_array_and_raw_dtype():
     rng = np.random.default_rng(4)
     stack = rng.standard_normal((6, 50, 30)).astype(np.float32)

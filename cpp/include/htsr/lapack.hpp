@@ -3,6 +3,7 @@
 // precision so the kernels can be written once as templates.
 #pragma once
 #include <cstdint>
+#include <mutex>
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -13,16 +14,42 @@ namespace htsr::lapack {
 inline int blas_threads() { return scipy_openblas_get_num_threads(); }
 inline void set_blas_threads(int n) { scipy_openblas_set_num_threads(n < 1 ? 1 : n); }
 
-/// Sets the OpenBLAS thread count for the lifetime of the guard, restoring it afterwards.
+/// Sets the OpenBLAS thread count for the lifetime of the guard. The count is one setting of
+/// the whole library, so guards alive at the same time (native calls from several threads)
+/// share it: one guard alone gets its request; while several are alive BLAS runs one thread
+/// per call (each caller already runs its own threads, and no guard may change the count
+/// under another's BLAS call, which would oversubscribe the cores and make float32 results
+/// depend on timing). The count in force before the first guard is restored after the last.
 class BlasThreads {
   public:
-    explicit BlasThreads(int n) : previous_(blas_threads()) { set_blas_threads(n); }
-    ~BlasThreads() { set_blas_threads(previous_); }
+    explicit BlasThreads(int n) {
+        State& s = state();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (s.active++ == 0) {
+            s.saved = blas_threads();
+            set_blas_threads(n);
+        } else {
+            set_blas_threads(1);
+        }
+    }
+    ~BlasThreads() {
+        State& s = state();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        if (--s.active == 0) set_blas_threads(s.saved);
+    }
     BlasThreads(const BlasThreads&) = delete;
     BlasThreads& operator=(const BlasThreads&) = delete;
 
   private:
-    int previous_;
+    struct State {
+        std::mutex mutex;
+        int active = 0;
+        int saved = 1;
+    };
+    static State& state() {
+        static State s;
+        return s;
+    }
 };
 
 // C := alpha * op(A) op(A)^T + beta * C (column-major, lower triangle).
