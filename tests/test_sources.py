@@ -778,6 +778,17 @@ def test_mxfp4_experts_are_dequantized_exactly_in_the_model_layout(tmp_path):
         np.testing.assert_array_equal(whole.load()[0], model[0].astype(np.float32))
 
 
+def test_mxfp4_two_dimensional_weight(tmp_path):
+    """A plain MXFP4 linear weight: blocks [R, G, 16] -> [R, 32 G], no transpose."""
+    from safetensors.numpy import save_file
+
+    blocks, scales, values = _mxfp4_experts(np.random.default_rng(5), 1, 48, 64)
+    save_file({"proj_blocks": blocks[0], "proj_scales": scales[0]}, str(tmp_path / "m.safetensors"))
+    (spec,) = S.iter_layers(tmp_path / "m.safetensors")
+    assert (spec.name, spec.stored_dtype, spec.matrix_shape) == ("proj", "mxfp4", (48, 64))
+    np.testing.assert_array_equal(spec.load()[0], values[0].astype(np.float32))
+
+
 def test_mxfp4_decoder_nan_scale_and_shape_errors():
     blocks = np.full((2, 1, 16), 0x21, np.uint8)            # codes 1 (0.5) and 2 (1.0)
     w = S.mxfp4_to_float32(blocks, np.array([[127], [255]], np.uint8))

@@ -278,34 +278,29 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-class _MXFP4Tensor:
-    """Lazy dequantized view of an MXFP4 ``_blocks``/``_scales`` pair in the model's layout:
-    ``[E, 32 G, R]`` for expert tensors (indexing dequantizes one expert), ``[R, 32 G]``
-    otherwise."""
+def _decode_mxfp4(blocks: _Entry, scales: _Entry, expert: int | None = None) -> np.ndarray:
+    """float32 values of an MXFP4 pair (one expert's ``[R, 32 G]`` if ``expert`` is given);
+    mapped pages of the codes are given back once decoded."""
+    b, s = blocks.get(), scales.get()
+    if expert is not None:
+        b, s = b[expert], s[expert]
+    w = mxfp4_to_float32(b, s)
+    if isinstance(b, np.ndarray):
+        release_mapped_pages(b)
+        release_mapped_pages(s)
+    return w
+
+
+class _MXFP4Experts:
+    """MXFP4 expert tensor ``[E, R, G, 16]`` seen as ``[E, 32 G, R]`` (the model's layout,
+    as transformers' ``convert_moe_packed_tensors`` transposes it); indexing dequantizes one
+    expert."""
 
     def __init__(self, blocks: _Entry, scales: _Entry):
         self.blocks, self.scales = blocks, scales
-        *lead, r, g, _ = blocks.shape
-        self.shape = (*lead, g * 32, r) if lead else (r, g * 32)
 
-    def _decode(self, b, s, transpose: bool) -> np.ndarray:
-        w = mxfp4_to_float32(b, s)
-        if isinstance(b, np.ndarray):
-            release_mapped_pages(b)
-            release_mapped_pages(s)
-        return w.T if transpose else w
-
-    def __getitem__(self, i) -> np.ndarray:
-        if len(self.shape) != 3 or not isinstance(i, (int, np.integer)):
-            raise TypeError("an MXFP4 tensor is read one expert at a time")
-        return self._decode(self.blocks.get()[i], self.scales.get()[i], True)
-
-    def __array__(self, dtype=None, copy=None):
-        if len(self.shape) == 3:
-            w = np.stack([self[i] for i in range(self.shape[0])])
-        else:
-            w = self._decode(self.blocks.get(), self.scales.get(), False)
-        return w if dtype is None else w.astype(dtype)
+    def __getitem__(self, expert: int) -> np.ndarray:
+        return _decode_mxfp4(self.blocks, self.scales, int(expert)).T
 
 
 def _mxfp4_entry(blocks: _Entry, lookup: Mapping[str, _Entry]) -> _Entry | None:
@@ -320,8 +315,13 @@ def _mxfp4_entry(blocks: _Entry, lookup: Mapping[str, _Entry]) -> _Entry | None:
     if scales.dtype != "uint8":  # E8M0 bytes: the same bits
         scales = _Entry(scales.key, scales.shape, "uint8", "int", scales.source,
                         lambda g=scales.get: _as_numpy(g()).view(np.uint8))
-    view = _MXFP4Tensor(blocks, scales)
-    return _Entry(base, view.shape, "mxfp4", "float", blocks.source, lambda v=view: v)
+    *lead, r, g, _ = blocks.shape
+    if lead:  # experts
+        experts = _MXFP4Experts(blocks, scales)
+        return _Entry(base, (*lead, g * 32, r), "mxfp4", "float", blocks.source,
+                      lambda x=experts: x)
+    return _Entry(base, (r, g * 32), "mxfp4", "float", blocks.source,
+                  functools.partial(_decode_mxfp4, blocks, scales))
 
 
 def _import_torch():
@@ -359,8 +359,8 @@ def _convert(x, dtype: str) -> np.ndarray:
     """float32 values of a stored tensor; a converted memory-mapped tensor gives its pages back."""
     if _is_torch_tensor(x):
         return _torch_f32(x)
-    if dtype == "mxfp4":  # dequantized already (_MXFP4Tensor)
-        return np.asarray(x, dtype=np.float32)
+    if dtype == "mxfp4":  # dequantized already (_decode_mxfp4)
+        return x
     out = to_float32(x, dtype)
     if out is not x:
         release_mapped_pages(x)
