@@ -2,6 +2,7 @@
 the splitting of fused q/k/v, gate/up and expert tensors into logical matrices."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -23,26 +24,43 @@ def is_uint(x) -> bool:
 
 
 class Config:
+    """Model config values (top level, then nested ``text_config``-style dicts); ``source`` names
+    the config in errors."""
+
     _NESTED = ("text_config", "llm_config", "language_config", "attn_config")
 
-    def __init__(self, d: Mapping | None):
+    def __init__(self, d: Mapping | None, source: str = "config"):
         self.d = dict(d) if d else {}
+        self.source = source
 
-    def get(self, *keys, default=None):
+    def _find(self, keys):
         for k in keys:
             if k in self.d and self.d[k] is not None:
-                return self.d[k]
+                return k, self.d[k]
         for sub in self._NESTED:
             s = self.d.get(sub)
             if isinstance(s, Mapping):
                 for k in keys:
                     if k in s and s[k] is not None:
-                        return s[k]
-        return default
+                        return f"{sub}.{k}", s[k]
+        return None, None
 
-    def get_int(self, *keys):
-        v = self.get(*keys)
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None
+    def get(self, *keys, default=None):
+        v = self._find(keys)[1]
+        return default if v is None else v
+
+    def get_int(self, *keys) -> int | None:
+        """A positive whole number (int or integral float); None when absent, 0 or not a number
+        (Swin's per-stage ``num_heads`` list); a negative, fractional, non-finite or boolean
+        value is a ValueError naming the key."""
+        k, v = self._find(keys)
+        if not isinstance(v, (int, float)) or (type(v) in (int, float) and v == 0):
+            return None
+        if type(v) is int and v > 0:
+            return v
+        if type(v) is float and math.isfinite(v) and v > 0 and v.is_integer():
+            return int(v)
+        raise ValueError(f"{self.source}: {k} = {v!r} is not a positive whole number")
 
     @property
     def model_type(self) -> str:

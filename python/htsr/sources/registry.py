@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 
 from . import numpy as _numpy, safetensors as _safetensors, torch as _torch
 from .base import Entry, Format, LayerSpec
-from .files import read_json
+from .files import checkpoint_root, inside, read_json
 from .naming import Config, load_config, natural_key
 from .specs import Maker
 from .torch import mapping_entries, module_specs
@@ -34,11 +34,14 @@ def _pick_index(full: dict, fmt: Format) -> str | None:
 def _dir_entries(d: str) -> list[Entry]:
     names = sorted(os.listdir(d), key=natural_key)
     full = {n: os.path.join(d, n) for n in names if os.path.isfile(os.path.join(d, n))}
+    root = checkpoint_root(d)
     for fmt in FORMATS:
         idx = _pick_index(full, fmt)
         files = [p for n, p in full.items() if n.lower().endswith(fmt.suffixes)
                  and not n.lower().startswith(fmt.skip_prefixes)]
         if idx or files:
+            for p in files + [idx] * bool(idx):
+                inside(p, root, f"{p}: this file (a symlink?)")
             return fmt.read(files, idx)
     looked = ", ".join(f.looks_for for f in FORMATS)
     raise ValueError(f"{d}: no weight files in this directory (looked for {looked})")
@@ -58,10 +61,16 @@ def _path_entries(p: str) -> list[Entry]:
                      "of them)")
 
 
-def _path_config(p: str) -> dict:
-    d = p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
-    c = os.path.join(d, "config.json")
-    return read_json(c, "config") if os.path.isfile(c) else {}
+def _config(config, p: str | None) -> Config:
+    """The model config: ``config`` if given, else ``config.json`` beside the weights at ``p``."""
+    if config is None and p is not None:
+        d = p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
+        c = os.path.join(d, "config.json")
+        return Config(read_json(c, "config") if os.path.isfile(c) else {}, c)
+    if isinstance(config, (str, os.PathLike)):
+        c = os.fspath(config)
+        return Config(load_config(c), os.path.join(c, "config.json") if os.path.isdir(c) else c)
+    return Config(load_config(config))
 
 
 def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool = True,
@@ -80,24 +89,24 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
     """
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model_or_path, torch.nn.Module):
-        cfg = load_config(config) if config is not None else \
-            load_config(getattr(model_or_path, "config", None))
-        maker = Maker(Config(cfg), split_fused, conv2d_slices)
+        cfg = _config(config if config is not None else getattr(model_or_path, "config", None),
+                      None)
+        maker = Maker(cfg, split_fused, conv2d_slices)
         return module_specs(model_or_path, maker)
     if isinstance(model_or_path, (str, os.PathLike)):
         p = os.fspath(model_or_path)
         if not os.path.exists(p):
             raise FileNotFoundError(errno.ENOENT, f"no such file or directory: {p}", p)
         entries = _path_entries(p)
-        cfg = load_config(config) if config is not None else _path_config(p)
+        cfg = _config(config, p)
     elif isinstance(model_or_path, Mapping):
         entries = mapping_entries(model_or_path, "<state_dict>", sort=False)
-        cfg = load_config(config)
+        cfg = _config(config, None)
     else:
         raise TypeError("iter_layers: expected a torch.nn.Module, a state_dict mapping or a "
                         f"path, got {type(model_or_path).__name__}")
     lookup = {e.key: e for e in entries}
-    maker = Maker(Config(cfg), split_fused, conv2d_slices, lookup)
+    maker = Maker(cfg, split_fused, conv2d_slices, lookup)
     return _entry_specs(entries, maker)
 
 
