@@ -140,7 +140,7 @@ def infer_type(key: str, shape: tuple, cfg: Config) -> str | None:
 def type_2d(key: str, cfg: Config) -> str:
     mod = _module_comp(key)
     low = mod.lower()
-    if "embed" in low or low in ("wte", "wpe"):
+    if "embed" in low or low in ("wte", "wpe") or low.endswith("_embd"):  # GGUF token_embd
         return "embedding"
     if mod in _GPT2_CONV1D and (not cfg.model_type or cfg.model_type in _GPT2_TYPES):
         return "conv1d"
@@ -211,7 +211,7 @@ def split_2d(name: str, shape2d: tuple, cfg: Config, orientation: str | None):
         return _qkv_generic(r, c, 0)
     if comp == "in_proj_weight":
         return _qkv_generic(r, c, 0)
-    if comp in ("qkv_proj", "qkv", "Wqkv"):
+    if comp in ("qkv_proj", "qkv", "Wqkv", "attn_qkv"):  # attn_qkv: GGUF
         nkv = cfg.get_int("num_key_value_heads", "num_kv_heads", "kv_n_heads", "n_head_kv") or nh
         if nh and hd and nh * hd + 2 * nkv * hd == r:
             return _concat(0, (nh * hd, nkv * hd, nkv * hd), "qkv")
@@ -255,7 +255,7 @@ def _interleave(r: int, nh: int):
 
 def split_expert(name: str, slab: tuple, cfg: Config):
     """[(part, selector)] for one expert of a fused ``gate_up_proj``, or None."""
-    if not name.rsplit(".", 1)[-1].endswith("gate_up_proj"):
+    if not name.rsplit(".", 1)[-1].endswith(("gate_up_proj", "gate_up_exps")):
         return None
     a, b = slab
     mt = cfg.model_type
