@@ -134,7 +134,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):
             continue
         item = _Item(layer_id, name, spec, meta=meta)
@@ -428,7 +428,7 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
         if close_bar is not None:
             close_bar()
 
-    cols_seen = list(rows[0].keys()) if rows else []
+    cols_seen = list(dict.fromkeys(k for r in rows for k in r))  # source columns (LoRA r)
     if not rows:
         cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
