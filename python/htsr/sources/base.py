@@ -45,6 +45,7 @@ class Entry:
     source: str
     get: Callable[[], Any]  # raw stored bits: numpy array (see to_float32) or torch tensor
     whole_nbytes: int | None = None  # a load reads this many bytes whatever piece (npz deflate)
+    ltype: str | None = None  # layer type when the reader knows it (ONNX: from the graph node)
 
     @property
     def bits(self) -> int:

@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 
-from . import gguf as _gguf, numpy as _numpy, peft as _peft, safetensors as _safetensors
-from . import torch as _torch
+from . import gguf as _gguf, numpy as _numpy, onnx as _onnx, peft as _peft
+from . import safetensors as _safetensors, torch as _torch
 from .base import Entry, Format, LayerSpec
 from .files import checkpoint_root, inside, read_json
 from .naming import Config, load_config, natural_key
@@ -21,6 +21,7 @@ FORMATS: tuple[Format, ...] = (
     _torch.FORMAT,
     _numpy.FORMAT,
     _gguf.FORMAT,
+    _onnx.FORMAT,
 )
 
 
