@@ -198,10 +198,10 @@ def _strip(key: str) -> str:
     return key[len(_PREFIX):] if key.startswith(_PREFIX) else key
 
 
-def _base_entries(base) -> dict[str, Entry]:
+def _base_entries(base: str) -> dict[str, Entry]:
     from .registry import path_entries
 
-    return {e.key: e for e in path_entries(os.fspath(base))}
+    return {e.key: e for e in path_entries(base)}
 
 
 def adapter_entries(files: list[str], index: str | None) -> list[Entry]:

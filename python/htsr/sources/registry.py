@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator, Mapping
 
 from . import gguf as _gguf, numpy as _numpy, onnx as _onnx, peft as _peft
-from . import safetensors as _safetensors, torch as _torch
+from . import hub, safetensors as _safetensors, torch as _torch
 from .base import Entry, Format, LayerSpec
 from .files import checkpoint_root, inside, read_json
 from .naming import Config, load_config, natural_key
@@ -66,6 +66,15 @@ def _path_files(p: str) -> tuple[Format, list[str], str | None]:
                      "of them)")
 
 
+def _local(p: str) -> str:
+    """``p`` if it exists, else the cached snapshot of the Hugging Face model id ``p``."""
+    if os.path.exists(p):
+        return p
+    if hub.looks_like_id(p):
+        return hub.resolve(p)
+    raise FileNotFoundError(errno.ENOENT, f"no such file or directory: {p}", p)
+
+
 def path_entries(p: str) -> list[Entry]:
     """The stored tensors of the checkpoint at path ``p`` (a file or a folder)."""
     fmt, files, index = _path_files(p)
@@ -92,8 +101,9 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
     """Yield a :class:`LayerSpec` for every analysable weight matrix, in model order.
 
     ``model_or_path``: a ``torch.nn.Module``, a state_dict ``Mapping`` (torch tensors or numpy
-    arrays), or a path to a file or folder of a registered format (``FORMATS``: safetensors,
-    PyTorch, NumPy, GGUF, PEFT adapter folder).  ``split_fused``: split fused q/k/v and gate/up
+    arrays), a path to a file or folder of a registered format (``FORMATS``: safetensors,
+    PyTorch, NumPy, GGUF, ONNX, PEFT adapter folder), or a Hugging Face model id
+    (``org/name[@revision]``) already in the local cache (``htsr.sources.hub``).  ``split_fused``: split fused q/k/v and gate/up
     tensors into parts.  ``conv2d_slices``: Conv2D as ``kh*kw`` slices (True) or one
     ``(out, in*kh*kw)`` matrix.  ``config``: model config (dict, transformers config, or path)
     for fused-tensor sizes and FP8 block sizes; default: the one stored in the files (GGUF
@@ -114,15 +124,14 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
         return module_specs(model_or_path, Maker(cfg, split_fused, conv2d_slices))
     fmt = None
     if is_path:
-        p = os.fspath(model_or_path)
-        if not os.path.exists(p):
-            raise FileNotFoundError(errno.ENOENT, f"no such file or directory: {p}", p)
+        p = _local(os.fspath(model_or_path))
+        base = _local(os.fspath(peft_base)) if peft_base is not None else None
         fmt, files, index = _path_files(p)
         if peft_base is not None and fmt.name != "peft":
             raise ValueError(f"{p}: peft_base is given but this is not a PEFT adapter folder")
         entries = fmt.read(files, index)
         stored = fmt.config(files, index) if fmt.config and config is None else None
-        cfg = _config(config, os.fspath(peft_base) if peft_base is not None else p, stored)
+        cfg = _config(config, base or p, stored)
     elif isinstance(model_or_path, Mapping):
         entries = mapping_entries(model_or_path, "<state_dict>", sort=False)
         cfg = _config(config, None)
@@ -131,7 +140,7 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
                         f"path, got {type(model_or_path).__name__}")
     maker = Maker(cfg, split_fused, conv2d_slices, {e.key: e for e in entries})
     if fmt is not None and fmt.specs is not None:
-        extra = {} if peft_base is None else {"base": os.fspath(peft_base)}
+        extra = {} if base is None else {"base": base}
         return fmt.specs(entries, maker, **extra)
     return _entry_specs(entries, maker)
 
