@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 
-from . import gguf as _gguf, numpy as _numpy, onnx as _onnx, peft as _peft
+from . import gguf as _gguf, keras as _keras, numpy as _numpy, onnx as _onnx, peft as _peft
 from . import hub, safetensors as _safetensors, torch as _torch
 from .base import Entry, Format, LayerSpec
 from .files import checkpoint_root, inside, read_json
@@ -22,6 +22,7 @@ FORMATS: tuple[Format, ...] = (
     _numpy.FORMAT,
     _gguf.FORMAT,
     _onnx.FORMAT,
+    _keras.FORMAT,
 )
 
 
@@ -100,9 +101,9 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
                 config=None, peft_base=None) -> Iterator[LayerSpec]:
     """Yield a :class:`LayerSpec` for every analysable weight matrix, in model order.
 
-    ``model_or_path``: a ``torch.nn.Module``, a state_dict ``Mapping`` (torch tensors or numpy
-    arrays), a path to a file or folder of a registered format (``FORMATS``: safetensors,
-    PyTorch, NumPy, GGUF, ONNX, PEFT adapter folder), or a Hugging Face model id
+    ``model_or_path``: a ``torch.nn.Module``, a live Keras model, a state_dict ``Mapping``
+    (torch tensors or numpy arrays), a path to a file or folder of a registered format (``FORMATS``: safetensors,
+    PyTorch, NumPy, GGUF, ONNX, Keras, PEFT adapter folder), or a Hugging Face model id
     (``org/name[@revision]``) already in the local cache (``htsr.sources.hub``).  ``split_fused``: split fused q/k/v and gate/up
     tensors into parts.  ``conv2d_slices``: Conv2D as ``kh*kw`` slices (True) or one
     ``(out, in*kh*kw)`` matrix.  ``config``: model config (dict, transformers config, or path)
@@ -116,14 +117,17 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
     """
     torch = sys.modules.get("torch")
     is_path = isinstance(model_or_path, (str, os.PathLike))
+    fmt = None
     if peft_base is not None and not is_path:
         raise ValueError("peft_base needs the path of a PEFT adapter folder")
-    if torch is not None and isinstance(model_or_path, torch.nn.Module):
+    if _keras.is_keras_model(model_or_path):  # before torch: Keras-on-torch layers are Modules
+        entries = _keras.live_entries(model_or_path)
+        cfg = _config(config, None)
+    elif torch is not None and isinstance(model_or_path, torch.nn.Module):
         cfg = _config(config if config is not None else getattr(model_or_path, "config", None),
                       None)
         return module_specs(model_or_path, Maker(cfg, split_fused, conv2d_slices))
-    fmt = None
-    if is_path:
+    elif is_path:
         p = _local(os.fspath(model_or_path))
         base = _local(os.fspath(peft_base)) if peft_base is not None else None
         fmt, files, index = _path_files(p)
@@ -136,11 +140,11 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
         entries = mapping_entries(model_or_path, "<state_dict>", sort=False)
         cfg = _config(config, None)
     else:
-        raise TypeError("iter_layers: expected a torch.nn.Module, a state_dict mapping or a "
-                        f"path, got {type(model_or_path).__name__}")
+        raise TypeError("iter_layers: expected a torch.nn.Module, a Keras model, a state_dict "
+                        f"mapping or a path, got {type(model_or_path).__name__}")
     maker = Maker(cfg, split_fused, conv2d_slices, {e.key: e for e in entries})
     if fmt is not None and fmt.specs is not None:
-        extra = {} if base is None else {"base": base}
+        extra = {} if peft_base is None else {"base": base}
         return fmt.specs(entries, maker, **extra)
     return _entry_specs(entries, maker)
 
