@@ -173,12 +173,14 @@ def test_matmulnbits_against_onnxruntime(tmp_path):
     zp4 = rng.integers(0, 16, (N, nb)).astype(np.uint8)
     zpad = np.concatenate([zp4, np.zeros((N, 1), np.uint8)], 1)
     zp = (zpad[:, 0::2] | (zpad[:, 1::2] << 4)).astype(np.uint8)[:, : (nb + 1) // 2]
-    node = helper.make_node("MatMulNBits", ["x", "B", "scales", "zp"], ["y"], domain="com.microsoft",
-                            K=K, N=N, bits=4, block_size=bs, name="/lm_head/MatMulNBits")
+    node = helper.make_node("MatMulNBits", ["x", "B", "scales", "zp"], ["y"],
+                            domain="com.microsoft", K=K, N=N, bits=4, block_size=bs,
+                            name="/lm_head/MatMulNBits")
     g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                       [K, K])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [K, N])],
-                          [numpy_helper.from_array(B, "B"), numpy_helper.from_array(scales, "scales"),
+                          [numpy_helper.from_array(B, "B"),
+                           numpy_helper.from_array(scales, "scales"),
                            numpy_helper.from_array(zp, "zp")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
                                             helper.make_opsetid("com.microsoft", 1)])

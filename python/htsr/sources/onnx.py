@@ -271,7 +271,8 @@ def _weight(m: _Model, n):
             x, get = w, functools.partial(m.array, w)
             if "float" not in dtype:  # integer tables (token ids, shapes), not weights
                 return None
-        elif dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in m.inits:
+        elif (dq is not None and dq.op_type == "DequantizeLinear"
+              and all(i in m.inits for i in dq.input if i)):
             x = dq.input[0]
             zp = dq.input[2] if len(dq.input) > 2 and dq.input[2] else None
             dtype = _QNAME.get(m.dtype(x))
@@ -284,7 +285,7 @@ def _weight(m: _Model, n):
             return None
         ltype = ltype or ("conv2d" if nd == 4 else "conv1d")
         return x, _module_name(m, n, x), m.shape(x), dtype, get, ltype, tr
-    if op == "MatMulInteger" and len(n.input) > 1 and n.input[1] in m.inits:
+    if op == "MatMulInteger" and len(n.input) > 1 and _consts(m, n.input[1:4:2]):
         b, s = n.input[1], _integer_scale(m, n)
         if s is None:
             raise ValueError(f"{m.path}: node {n.name!r}: MatMulInteger weight {b!r} without a "
@@ -292,15 +293,20 @@ def _weight(m: _Model, n):
         zp = n.input[3] if len(n.input) > 3 and n.input[3] else None
         return b, _module_name(m, n, b), m.shape(b), _QNAME.get(m.dtype(b)), \
             functools.partial(_get_dq, m, b, s, zp, 1, 0), "dense", True
-    if op == "QLinearMatMul" and len(n.input) > 5 and n.input[3] in m.inits:
+    if op == "QLinearMatMul" and len(n.input) > 5 and _consts(m, n.input[3:6]):
         b = n.input[3]
         return b, _module_name(m, n, b), m.shape(b), _QNAME.get(m.dtype(b)), \
             functools.partial(_get_dq, m, b, n.input[4], n.input[5], 1, 0), "dense", True
-    if op == "MatMulNBits" and len(n.input) > 2 and n.input[1] in m.inits:
+    if op == "MatMulNBits" and len(n.input) > 2 and _consts(m, n.input[1:4]):
         K, N = m.attr(n, "K"), m.attr(n, "N")
         return n.input[1], _module_name(m, n, n.input[1]), (N, K), "quint4", \
             functools.partial(_nbits, m, n), "dense", False
     return None
+
+
+def _consts(m: _Model, names) -> bool:
+    """Every named (non-empty) input is an initializer (a weight, not a computed value)."""
+    return all(i in m.inits for i in names if i)
 
 
 def _get_dq(m: _Model, x, scale, zp, axis, block) -> np.ndarray:
