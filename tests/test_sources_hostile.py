@@ -261,3 +261,22 @@ def _truncated_dir(d, target, keep):
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     return r.stdout
 
+
+
+# ---------------------------------------------------------------------------------------------
+# found by fuzzing (atheris): zip archives that zipfile refuses with NotImplementedError
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".npz", ".keras"])
+def test_zip_with_unsupported_version_is_a_value_error(tmp_path, suffix):
+    p = tmp_path / f"m{suffix}"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("w.npy", _npy_bytes((2, 2), data=bytes(16)))
+    raw = bytearray(p.read_bytes())
+    cd = raw.rindex(b"PK\x01\x02")
+    struct.pack_into("<B", raw, cd + 5, 0)     # version made by: MS-DOS
+    struct.pack_into("<H", raw, cd + 6, 250)   # version needed to extract: 25.0
+    p.write_bytes(bytes(raw))
+    if suffix == ".keras":
+        pytest.importorskip("h5py")
+    with pytest.raises(ValueError, match=re.escape(p.name) + r".*zip"):
+        list(iter_layers(p))
