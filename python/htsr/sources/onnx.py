@@ -32,6 +32,7 @@ else the node name's path (TorchScript export: ``/encoder/layer.0/attention/self
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import math
 import os
@@ -328,14 +329,34 @@ def onnx_entries(files: list[str], index: str | None = None) -> list[Entry]:
     for p in files:
         st = os.stat(p)
         m = _model(os.fspath(p), st.st_mtime, st.st_size)
-        for init, name, shape, dtype, get, ltype, tr in _weights(m):
+        with _malformed(p):
+            weights = list(_weights(m))
+        for init, name, shape, dtype, get, ltype, tr in weights:
             key = f"{name}.weight" if f"{name}.weight" not in out else f"{init}.weight"
             if dtype is None:  # an integer weight without scales: not analysable
                 continue
             if tr:
                 shape, get = shape[::-1], functools.partial(_transpose, get)
-            out[key] = Entry(key, tuple(shape), dtype, "float", p, get, ltype=ltype)
+            out[key] = Entry(key, tuple(shape), dtype, "float", p,
+                             functools.partial(_guarded, get, p))
     return sorted(out.values(), key=lambda e: natural_key(e.key))
+
+
+@contextlib.contextmanager
+def _malformed(path):
+    """Structural surprises of an untrusted graph (a name that is not UTF-8 comes back as bytes,
+    a missing input, a wrong attribute type) as a ValueError naming the file."""
+    try:
+        yield
+    except (ValueError, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: malformed ONNX model: {type(exc).__name__}: {exc}") from None
+
+
+def _guarded(get, path):
+    with _malformed(path):
+        return get()
 
 
 def _transpose(get):
