@@ -285,6 +285,9 @@ class _Reader:
                     if not isinstance(mats, (list, tuple)):
                         mats = [mats]
                     mats = _prefetch(list(mats))
+                except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
+                    self.q.put((idx, exc, 0.0))
+                    continue
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                     self.q.put((idx, exc, 0.0))
                     return
@@ -383,8 +386,6 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     opts = AnalysisOptions.build(options, **kwargs)
     method, precision, threads, pool = opts.method, opts.precision, opts.threads, opts.pool
     plan = _plan(model_or_path, opts, select=_select)
-    total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
-    update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
 
     spec_kw: dict[str, Any] = {"method": method, "precision": precision}
     if method == "randomized":
@@ -394,77 +395,192 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
 
-    rows: list[dict] = []
-    done, bytes_read = 0, 0
-    if plan:
-        # read ahead at least one matrix per native thread, so a batch can keep them all busy;
-        # bytes in flight: two of the largest matrices (or 64 MiB of small ones)
-        ahead = max(int(opts.prefetch), threads if threads > 0 else (os.cpu_count() or 1))
-        budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
-        reader = _Reader(plan, ahead, budget)
-    else:
-        reader = None
+    sink = None
+    if opts.out is not None:
+        from .results import ResultsFile
+        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        plan = _not_done(plan, sink.done_keys())
+    total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
+    update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
+    emit = _Emitter(sink, update)
     try:
-        finished = reader is None
-        while not finished:
-            batch, finished = _collect(reader, plan, ahead)
-            if not batch:
-                continue
-            rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, opts))
-            items = [entry[0] for entry in batch]
-            for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
-                for W in mats:
-                    release_mapped_pages(W)
-            del batch, mats                # drop the matrices before releasing their budget
-            for item in items:
-                reader.release(item.mem)
-                done += 1
-                bytes_read += int(getattr(item.spec, "nbytes", 0) or 0)
-                if update is not None:
-                    update(done, bytes_read, item.name)
+        if plan and opts.executor is not None:
+            from .distributed import run_on_executor
+            run_on_executor(model_or_path, plan, opts, emit)
+        elif plan:
+            work = _ItemWork(_core, spec_kw, fit_kw, opts)
+            _stream(plan, opts, work, emit)
     finally:
-        if reader is not None:
-            reader.close()
+        emit.close()
         if close_bar is not None:
             close_bar()
-
-    cols_seen = list(rows[0].keys()) if rows else []
+        if sink is not None:
+            sink.close()
+    if sink is not None:
+        return sink.finish()
+    rows = sorted(emit.rows, key=lambda r: (r["layer_id"], r.get("slice_id", -1)))
+    cols_seen = list(dict.fromkeys(c for r in rows for c in r)) if rows else []
     if not rows:
         cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
-    df = pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
-    return df
+    return pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
 
 
-def _collect(reader: _Reader, plan: list[_Item], cap: int):
-    """The next batch: ``cap`` items, or fewer when the reader is held by its memory budget or
-    the plan ends -> (batch, finished).  Full batches keep every native thread busy (the
-    matrices of a batch are scheduled largest first; a batch ends with a barrier).
-    A function of its own so no reference to a matrix outlives it."""
-    got = []
-    while len(got) < cap:
-        obj = reader.get(block=True)
-        if obj is _Reader._BLOCKED:
-            if got:
-                break
-            continue
-        got.append(obj)
-        if obj is _Reader._END:
-            break
-    batch, finished = [], False
-    for obj in got:
-        if obj is _Reader._END:
-            finished = True
-            continue
-        idx, payload, t_read = obj
-        item = plan[idx]
-        if isinstance(payload, BaseException):
-            if isinstance(payload, (KeyboardInterrupt, SystemExit, FileNotFoundError,
-                                    MemoryError)):
-                raise payload
-            raise _layer_error(item, payload) from payload
-        batch.append((item, payload, t_read))
-    return batch, finished
+def _not_done(plan: list[_Item], done: set) -> list[_Item]:
+    """The plan without the items whose rows are all in ``done`` (keys of ``results.row_key``)."""
+    if not done:
+        return plan
+    out = []
+    for it in plan:
+        s = it.spec
+        base = (it.name, int(s.N), int(s.M), int(s.rf))
+        sids = it.slice_ids if it.slice_ids is not None else [-1]
+        if not all(base + (sid,) in done for sid in sids):
+            out.append(it)
+    return out
+
+
+class _Emitter:
+    """Receives each finished item's rows (from any worker thread): keeps them, appends them
+    to the results file (durably) and moves the progress bar.  After ``close`` (the run
+    ended or was interrupted) late rows from a helper thread are dropped."""
+
+    def __init__(self, sink, update):
+        self.sink, self.update = sink, update
+        self.rows: list[dict] = []
+        self.lock = threading.Lock()
+        self.done, self.bytes_read, self.closed = 0, 0, False
+
+    def __call__(self, item: _Item, rows: list[dict], nbytes: int | None = None):
+        with self.lock:
+            if self.closed:
+                return
+            self.rows.extend(rows)
+            if self.sink is not None:
+                self.sink.append(rows)
+            self.done += 1
+            self.bytes_read += int(nbytes if nbytes is not None
+                                   else getattr(item.spec, "nbytes", 0) or 0)
+            if self.update is not None:
+                self.update(self.done, self.bytes_read, item.name)
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+
+
+def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emitter):
+    """Analyse the plan with no barrier: ``threads`` workers (the calling thread and
+    ``threads - 1`` helper threads) each take the next matrix the reader has loaded, analyse it
+    on one native thread (``work``) and emit its rows, so every core stays busy until the last
+    matrix and rows reach the results file as they finish.
+
+    The calling thread's native calls see Ctrl-C; helpers finish (and drop) their current
+    matrix.  The reader holds at most ``max(prefetch, threads)`` matrices loaded ahead and
+    ``max(2 x largest matrix, 64 MiB)`` of float32 data not yet released."""
+    threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
+    nworkers = max(1, min(threads, len(plan)))
+    ahead = max(int(opts.prefetch), threads)
+    budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
+    reader = _Reader(plan, ahead, budget)
+    take = threading.Lock()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def next_entry():
+        with take:
+            while not stop.is_set():
+                obj = reader.get(block=True)
+                if obj is _Reader._END:
+                    stop.set()       # also tells the other workers
+                    reader.q.put(obj)
+                    return None
+                if obj is not _Reader._BLOCKED:
+                    return obj
+            return None
+
+    def loop():
+        while True:
+            obj = next_entry()
+            if obj is None:
+                return
+            idx, payload, t_read = obj
+            item = plan[idx]
+            try:
+                rows = work(item, payload, t_read)
+            finally:
+                if not isinstance(payload, BaseException):
+                    for W in payload:     # mapped pages of analysed matrices: not needed again
+                        release_mapped_pages(W)
+                del payload, obj          # drop the matrices before releasing their budget
+                reader.release(item.mem)
+            emit(item, rows)
+
+    def helper():
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the calling thread
+            failure.append(exc)
+            stop.set()
+            reader.q.put(_Reader._END)
+
+    helpers = [threading.Thread(target=helper, name=f"htsr-worker-{i}", daemon=True)
+               for i in range(1, nworkers)]
+    try:
+        for h in helpers:
+            h.start()
+        loop()
+        for h in helpers:
+            h.join()
+    finally:
+        stop.set()
+        reader.close()
+    if failure:
+        raise failure[0]
+
+
+_FATAL = (KeyboardInterrupt, SystemExit, FileNotFoundError, MemoryError)
+
+
+class _ItemWork:
+    """One item's rows: ``_process_batch`` on one native thread; with ``errors='row'`` a
+    failure (reading, converting, non-finite weights, native errors) becomes an error row."""
+
+    def __init__(self, _core, spec_kw, fit_kw, opts: AnalysisOptions):
+        self.core, self.spec_kw, self.fit_kw = _core, spec_kw, fit_kw
+        self.opts = opts.replace(threads=1)
+        self.errors = opts.errors
+
+    def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:
+        if isinstance(mats, BaseException):
+            if self.errors == "raise" or isinstance(mats, _FATAL):
+                if isinstance(mats, _FATAL):
+                    raise mats
+                raise _layer_error(item, mats) from mats
+            return error_rows(item, mats, t_read)
+        try:
+            return _process_batch([(item, mats, t_read)], self.core, self.spec_kw,
+                                  self.fit_kw, self.opts)
+        except Exception as exc:  # noqa: BLE001 -- an error row, or re-raised
+            if self.errors == "raise":
+                raise
+            return error_rows(item, exc, t_read)
+
+
+def error_rows(item: _Item, exc: BaseException, seconds: float = 0.0) -> list[dict]:
+    """The rows of a matrix that could not be analysed: ``status='error'``, ``message`` (the
+    exception, naming the layer and its file), metrics NaN."""
+    msg = str(exc)
+    if not msg.startswith("layer '"):
+        msg = str(_layer_error(item, exc))
+    s = item.spec
+    N, M, rf = int(s.N), int(s.M), int(s.rf)
+    base = dict(item.meta, N=N, M=M, Q=N / M if M else -1.0, rf=rf, has_esd=False)
+    base.update({c: float("nan") for c in _metrics.METRIC_COLUMNS})
+    base.update(status="error", warning="", num_pl_spikes=0, message=msg, seconds=seconds)
+    if item.slice_ids is None:
+        return [dict(base, num_evals=M * rf)]
+    return [dict(base, slice_id=sid, num_evals=M) for sid in item.slice_ids]
 
 
 def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
