@@ -381,19 +381,10 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
     import pandas as pd
-    from . import core as _core
 
     opts = AnalysisOptions.build(options, **kwargs)
-    method, precision, threads, pool = opts.method, opts.precision, opts.threads, opts.pool
+    pool = opts.pool
     plan = _plan(model_or_path, opts, select=_select)
-
-    spec_kw: dict[str, Any] = {"method": method, "precision": precision}
-    if method == "randomized":
-        spec_kw.update(k=int(opts.k), oversample=opts.oversample,
-                       power_iters=opts.power_iters, seed=opts.seed)
-    fit_kw: dict[str, Any] = {"ks": opts.ks}
-    if opts.ww_parity:
-        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
 
     sink = None
     if opts.out is not None:
@@ -408,8 +399,7 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
             from .distributed import run_on_executor
             run_on_executor(model_or_path, plan, opts, emit)
         elif plan:
-            work = _ItemWork(_core, spec_kw, fit_kw, opts)
-            _stream(plan, opts, work, emit)
+            _stream(plan, opts, _ItemWork(opts), emit)
     finally:
         emit.close()
         if close_bar is not None:
@@ -542,13 +532,28 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
 _FATAL = (KeyboardInterrupt, SystemExit, FileNotFoundError, MemoryError)
 
 
-class _ItemWork:
-    """One item's rows: ``_process_batch`` on one native thread; with ``errors='row'`` a
-    failure (reading, converting, non-finite weights, native errors) becomes an error row."""
+def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
+    """(spectrum_batch keywords, fit_power_law_batch keywords) of the options."""
+    spec_kw: dict[str, Any] = {"method": opts.method, "precision": opts.precision}
+    if opts.method == "randomized":
+        spec_kw.update(k=int(opts.k), oversample=opts.oversample,
+                       power_iters=opts.power_iters, seed=opts.seed)
+    fit_kw: dict[str, Any] = {"ks": opts.ks}
+    if opts.ww_parity:
+        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    return spec_kw, fit_kw
 
-    def __init__(self, _core, spec_kw, fit_kw, opts: AnalysisOptions):
-        self.core, self.spec_kw, self.fit_kw = _core, spec_kw, fit_kw
-        self.opts = opts.replace(threads=1)
+
+class _ItemWork:
+    """One item's rows: ``_process_batch`` on ``threads`` native threads (explicit, so an
+    inherited OMP_NUM_THREADS does not cap it); with ``errors='row'`` a failure (reading,
+    converting, non-finite weights, native errors) becomes an error row."""
+
+    def __init__(self, opts: AnalysisOptions, threads: int = 1):
+        from . import core as _core
+        self.core = _core
+        self.spec_kw, self.fit_kw = _native_kwargs(opts)
+        self.opts = opts.replace(threads=max(1, int(threads)), progress=None, executor=None)
         self.errors = opts.errors
 
     def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:

@@ -45,6 +45,8 @@ _VERSION = 1
 #: columns read back as text (everything else: int if it parses as one, else float)
 _TEXT = {"name", "longname", "layer_type", "part", "source", "stored_dtype", "status",
          "warning", "message"}
+#: text columns whose empty value is '' (the others: None)
+_EMPTY_TEXT = {"warning"}
 
 
 def file_columns(pool: bool) -> list[str]:
@@ -141,7 +143,7 @@ def _csv_text(rows: Iterable[dict], columns: list[str], sep: str) -> str:
 
 def _parse_cell(col: str, s: str):
     if col in _TEXT:
-        return s if s != "" else None
+        return s if s != "" or col in _EMPTY_TEXT else None
     if s == "":
         return math.nan
     if s in ("True", "False"):
