@@ -94,24 +94,13 @@ def _atomic_write(path: str, data: bytes):
 
 
 class _Lines:
-    """An append-only text file of complete lines: each ``append`` is one write + fsync."""
+    """An append-only text file of complete lines.  It starts as ``initial`` (written
+    atomically: a resumed file is never half-rewritten); each ``append`` is one write + fsync."""
 
-    def __init__(self, path: str, header: str | None, resume: bool):
+    def __init__(self, path: str, initial: str):
         self.path = path
-        if resume and os.path.exists(path):
-            self._drop_torn_tail()
-            self.f = open(path, "a", encoding="utf-8", newline="")
-        else:
-            self.f = open(path, "w", encoding="utf-8", newline="")
-            if header:
-                self.append(header)
-
-    def _drop_torn_tail(self):
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            cut = data.rfind(b"\n") + 1
-            if cut != len(data):
-                f.truncate(cut)
+        _atomic_write(path, initial.encode("utf-8"))
+        self.f = open(path, "a", encoding="utf-8", newline="")
 
     def append(self, text: str):
         if text:
@@ -280,14 +269,11 @@ class ResultsFile:
                     os.remove(p)
         self._write_meta(complete=False)
         if self.ext in APPEND_FORMATS:
-            header = None
-            if self.ext != ".jsonl":
-                header = _csv_text([{c: c for c in self.columns}], self.columns, self._sep)
-            self.lines = _Lines(self.path, header, resume and os.path.exists(self.path))
+            # a resumed file is rewritten with every column (a finished one may lack 'message')
+            self.lines = _Lines(self.path, self._encode(self.previous, self.columns, header=True))
         else:
             # the journal holds every row so far (a finished file's rows are copied into it)
-            self.lines = _Lines(journal, None, resume=False)
-            self.lines.append("".join(_json_line(r, self.columns) for r in self.previous))
+            self.lines = _Lines(journal, "".join(_json_line(r, self.columns) for r in self.previous))
 
     @property
     def _sep(self) -> str:
@@ -315,14 +301,17 @@ class ResultsFile:
         """Keys of the matrices already in the file with a result (not an error)."""
         return {row_key(r) for r in self.previous if r.get("status") != "error"}
 
+    def _encode(self, rows: list[dict], columns: list[str], header: bool = False) -> str:
+        """Lines of an append format (CSV/TSV: with the column line first if ``header``)."""
+        if self.ext in (".csv", ".tsv"):
+            head = [{c: c for c in columns}] if header else []
+            return _csv_text(head + list(rows), columns, self._sep)
+        return "".join(_json_line(r, columns) for r in rows)
+
     def append(self, rows: list[dict]):
         """Write ``rows`` durably (one write, one fsync)."""
-        if not rows:
-            return
-        if self.ext in (".csv", ".tsv"):
-            self.lines.append(_csv_text(rows, self.columns, self._sep))
-        else:
-            self.lines.append("".join(_json_line(r, self.columns) for r in rows))
+        if rows:
+            self.lines.append(self._encode(rows, self.columns))
 
     def finish(self):
         """Compact, sort and atomically replace the file; returns the table (DataFrame)."""
@@ -333,16 +322,15 @@ class ResultsFile:
         else:
             rows = compact(_read_lines_jsonl(journal))
         df = _frame(rows, self.columns)
-        if self.ext == ".jsonl":
-            data = "".join(_json_line(r, self.columns) for r in rows).encode()
-        elif self.ext in (".csv", ".tsv"):
-            data = _csv_text([{c: c for c in self.columns}] + rows, self.columns, self._sep).encode()
+        columns = list(df.columns)              # without 'message' when no row is an error
+        if self.ext in APPEND_FORMATS:
+            data = self._encode(rows, columns, header=True).encode()
         elif self.ext == ".json":
-            data = json.dumps([{c: _plain(r.get(c)) for c in self.columns} for r in rows],
+            data = json.dumps([{c: _plain(r.get(c)) for c in columns} for r in rows],
                               indent=1, allow_nan=True).encode()
         else:
             buf = io.BytesIO()
-            _frame(rows, self.columns).to_parquet(buf, index=False)
+            df.to_parquet(buf, index=False)
             data = buf.getvalue()
         _atomic_write(self.path, data)
         self._write_meta(complete=True)
