@@ -10,12 +10,13 @@ then reads / converts the selected matrices (``max(prefetch, threads)`` matrices
 analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
 analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while the main thread hands batches -- as many
-matrices as the reader may hold ahead, fewer when the memory budget or the plan ends first --
-to one ``htsr.spectrum_batch`` call (parallel across matrices, largest first, one BLAS thread
-each, GIL released) and the eigenvalues to ``htsr.fit_power_law_batch``.  Each batch ends
-with a barrier, so batches are kept full rather than started with whatever happens to be
-read (on MiniLM-L6, one batch of 39 instead of three took the analysis from 122 to 112 ms).
+place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
+and helper threads) each take the next loaded matrix and analyse it on one native thread
+(``htsr.spectrum_batch`` + ``htsr.fit_power_law_batch``, GIL released): there is no barrier,
+so every core stays busy until the last matrix and the ETA is steady.  Each finished
+matrix's rows go to the results file at once (``out=``, ``htsr.results``: fsync'd,
+resumable).  With ``executor=`` the matrices are tasks on that executor instead
+(``htsr.distributed``).
 
 Column order: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
 N, M, Q, rf, num_evals, has_esd, status, warning, alpha, alpha_weighted, log_alpha_norm, D,
@@ -250,7 +251,6 @@ class _Reader:
     but not yet released (always at least one item)."""
 
     _END = object()
-    _BLOCKED = object()  # the reader waits for the main thread to take or release matrices
 
     def __init__(self, plan: list[_Item], ahead: int, budget: int):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
@@ -267,13 +267,9 @@ class _Reader:
             for idx, it in enumerate(self.plan):
                 mem = it.mem
                 with self.cond:
-                    blocked = False
                     while not self.stop.is_set() and (
                             self.ahead >= self.ahead_max
                             or (self.inflight > 0 and self.inflight + mem > self.budget)):
-                        if not blocked:  # tell _collect not to wait for more
-                            self.q.put(self._BLOCKED)
-                            blocked = True
                         self.cond.wait(0.5)
                     if self.stop.is_set():
                         return
@@ -298,7 +294,7 @@ class _Reader:
 
     def get(self, block=True):
         obj = self.q.get(block=block)
-        if obj is not self._END and obj is not self._BLOCKED:
+        if obj is not self._END:
             with self.cond:
                 self.ahead -= 1
                 self.cond.notify_all()
@@ -376,9 +372,20 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
+    errors: 'raise' (default) -- a matrix that cannot be analysed (NaN/Inf weights, unreadable
+        data, a native error) raises ValueError naming the layer and its file; 'row' -- it gets
+        a row with ``status='error'`` and ``message``, metrics NaN, and the run goes on (the
+        CLI's choice).  Header problems (unknown dtype, truncated shard) are found while the
+        layer list is built, before anything is computed, and always raise.
+    out: a results file (.csv, .tsv, .jsonl, .json, .parquet) that receives each matrix's row
+        as soon as it is done (``htsr.results``); the table returned is then read back from it.
+    resume: with ``out``: skip the matrices already in the file (refused when it was written
+        with different numeric options, ``AnalysisOptions.fingerprint``).
+    executor: a ``concurrent.futures.Executor`` (e.g. a Dask client's ``get_executor()``, a
+        ``ProcessPoolExecutor``): one task per matrix, which reads the matrix itself from the
+        checkpoint path; ``threads`` is then each task's native thread count (0 -> 1).
 
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
-    Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
     import pandas as pd
 
@@ -485,8 +492,7 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
                     stop.set()       # also tells the other workers
                     reader.q.put(obj)
                     return None
-                if obj is not _Reader._BLOCKED:
-                    return obj
+                return obj
             return None
 
     def loop():
