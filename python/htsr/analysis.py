@@ -194,7 +194,11 @@ class _StderrBar:
             return
         self.last = now
         el = now - self.t0
-        eta = el / done * (self.total - done) if done else float("nan")
+        # ETA by bytes read (~ matrix sizes), not matrix count: steady when sizes vary
+        if self.total_bytes and nbytes:
+            eta = el / nbytes * (self.total_bytes - nbytes)
+        else:
+            eta = el / done * (self.total - done) if done else float("nan")
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(24 * frac)
         sys.stderr.write(f"\rhtsr |{bar:<24}| {done}/{self.total} matrices, "
@@ -207,16 +211,22 @@ class _StderrBar:
 
 
 class _TqdmBar:
+    """tqdm over the bytes to read (its rate and ETA follow matrix sizes, which vary 100x in
+    an LLM), matrices done as postfix."""
+
     def __init__(self, total: int, total_bytes: int):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, unit="mat", file=sys.stderr, desc="htsr",
-                        dynamic_ncols=True, leave=True)
-        self.done = 0
+        self.by_bytes = total_bytes > 0
+        self.bar = tqdm(total=total_bytes if self.by_bytes else total,
+                        unit="B" if self.by_bytes else "mat", unit_scale=self.by_bytes,
+                        file=sys.stderr, desc="htsr", dynamic_ncols=True, leave=True)
+        self.total, self.pos = total, 0
 
     def update(self, done: int, nbytes: int, name: str):
-        self.bar.set_postfix_str(f"{nbytes / 1e6:.1f} MB read", refresh=False)
-        self.bar.update(done - self.done)
-        self.done = done
+        self.bar.set_postfix_str(f"{done}/{self.total} matrices", refresh=False)
+        pos = nbytes if self.by_bytes else done
+        self.bar.update(pos - self.pos)
+        self.pos = pos
 
     def close(self):
         self.bar.close()

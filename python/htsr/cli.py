@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "W^T W, power-law fit of the tail, WeightWatcher metrics.")
     selection(a)
     a.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="native threads (default 0 = all cores)")
+                   help="native threads (default 0 = all cores); with --executor dask: "
+                        "each task's native threads (default 1, for one single-threaded "
+                        "worker per core)")
     a.add_argument("--precision", choices=["float32", "float64"], default="float64",
                    help="arithmetic of the Gram matrix / SVD (default float64)")
     a.add_argument("--method", choices=["gram", "svd", "randomized"], default="gram",
