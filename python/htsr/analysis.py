@@ -138,7 +138,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
         item = _Item(meta["layer_id"], name, spec, meta=meta)
