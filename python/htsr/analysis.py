@@ -44,11 +44,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as _metrics
+from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
 
-__all__ = ["analyze", "describe", "esd", "LAYER_TYPES"]
+__all__ = ["analyze", "describe", "esd", "AnalysisOptions", "LAYER_TYPES"]
 
-LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding")
 _MIN_BUDGET = 64 << 20
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -79,17 +79,9 @@ def _row_name(spec) -> str:
     return name
 
 
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, (str, bytes, int, np.integer, re.Pattern)):
-        return [x]
-    return list(x)
-
-
 def _compile(patterns) -> list:
     out = []
-    for p in _as_list(patterns):
+    for p in patterns:
         if isinstance(p, re.Pattern):
             out.append(p)
         else:
@@ -100,31 +92,23 @@ def _compile(patterns) -> list:
     return out
 
 
-def _plan(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None,
-          layer_types=None, names=None, exclude=None, pool=True, split_fused=True,
-          select: Callable | None = None) -> list[_Item]:
+def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) -> list[_Item]:
+    """The matrices to analyse, from metadata only (nothing is read)."""
     from .sources import iter_layers
 
     keep_ids, keep_names = set(), set()
-    for x in _as_list(layers):
-        if isinstance(x, (bool, np.bool_)):
-            raise TypeError(f"layers: expected ints (layer ids) or strings (names), got {x!r}")
-        if isinstance(x, (int, np.integer)):
-            keep_ids.add(int(x))
-        elif isinstance(x, str):
+    for x in opts.layers:
+        if isinstance(x, str):
             keep_names.add(x)
         else:
-            raise TypeError(f"layers: expected ints (layer ids) or strings (names), got {x!r}")
-    types = {str(t).lower() for t in _as_list(layer_types)}
-    bad = types - set(LAYER_TYPES)
-    if bad:
-        raise ValueError(f"unknown layer type(s) {sorted(bad)}; expected one of {list(LAYER_TYPES)}")
-    inc, exc = _compile(names), _compile(exclude)
-    min_evals = int(min_evals or 0)
+            keep_ids.add(int(x))
+    types = set(opts.layer_types)
+    inc, exc = _compile(opts.names), _compile(opts.exclude)
+    min_evals, max_evals, max_N, pool = int(opts.min_evals or 0), opts.max_evals, opts.max_N, opts.pool
 
     items: list[_Item] = []
     next_id = 0
-    for spec in iter_layers(model_or_path, split_fused=split_fused, conv2d_slices=True):
+    for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
             continue
@@ -163,28 +147,19 @@ def _plan(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None
 # --------------------------------------------------------------------------------------------
 # describe
 # --------------------------------------------------------------------------------------------
-_NUMERIC_OPTIONS = {"normalize", "precision", "method", "ks", "conv2d_norm", "threads",
-                    "prefetch", "progress", "ww_parity", "tolerance", "k", "oversample",
-                    "power_iters", "seed"}
-
-
-def describe(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None,
-             layer_types=None, names=None, exclude=None, pool=True, split_fused=True,
-             _select: Callable | None = None, **numeric_options):
+def describe(model_or_path, options: AnalysisOptions | None = None, *,
+             _select: Callable | None = None, **kwargs):
     """The layers ``analyze`` would analyse, without reading any weights.
 
     Columns: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
     N, M, Q, rf, num_evals``; one row per matrix (per Conv2D slice with ``pool=False``).
-    Accepts (and ignores) analyze's numeric options so the same keywords can be passed.
+    Takes the same options as ``analyze`` (the numeric ones are accepted and ignored).
     """
     import pandas as pd
 
-    unknown = set(numeric_options) - _NUMERIC_OPTIONS
-    if unknown:
-        raise TypeError(f"describe() got unexpected keyword argument(s) {sorted(unknown)}")
-    plan = _plan(model_or_path, layers=layers, min_evals=min_evals, max_evals=max_evals,
-                 max_N=max_N, layer_types=layer_types, names=names, exclude=exclude, pool=pool,
-                 split_fused=split_fused, select=_select)
+    opts = AnalysisOptions.build(options, **kwargs)
+    pool = opts.pool
+    plan = _plan(model_or_path, opts, select=_select)
     rows = []
     for it in plan:
         s = it.spec
@@ -373,14 +348,8 @@ def _eval_scale(item: _Item, pool: bool, conv2d_norm: bool, normalize: bool) -> 
     return scale
 
 
-def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | None = None,
-            max_N: int | None = None, layer_types=None, names=None, exclude=None,
-            normalize: bool = False, precision: str = "float64", method: str = "gram",
-            ks: str = "all_points", conv2d_norm: bool = True, pool: bool = True,
-            split_fused: bool = True, threads: int = 0, prefetch: int = 64, progress=None,
-            ww_parity: bool = True, tolerance: float = _metrics.WEAK_RANK_LOSS_TOLERANCE,
-            k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
-            _select: Callable | None = None):
+def analyze(model_or_path, options: AnalysisOptions | None = None, *,
+            _select: Callable | None = None, **kwargs):
     """Analyse every weight matrix of a model; returns a pandas DataFrame (one row per matrix).
 
     model_or_path: torch module, state_dict, or a path (safetensors file / sharded folder,
@@ -405,29 +374,24 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
 
+    options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
     Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
     import pandas as pd
     from . import core as _core
 
-    if precision not in ("float32", "float64"):
-        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
-    if method not in ("gram", "svd", "randomized"):
-        raise ValueError(f"method must be 'gram', 'svd' or 'randomized', got {method!r}")
-    if method == "randomized" and not k:
-        raise ValueError("method='randomized' needs k (the number of top eigenvalues)")
-
-    plan = _plan(model_or_path, layers=layers, min_evals=min_evals, max_evals=max_evals,
-                 max_N=max_N, layer_types=layer_types, names=names, exclude=exclude, pool=pool,
-                 split_fused=split_fused, select=_select)
+    opts = AnalysisOptions.build(options, **kwargs)
+    method, precision, threads, pool = opts.method, opts.precision, opts.threads, opts.pool
+    plan = _plan(model_or_path, opts, select=_select)
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
-    update, close_bar = _make_progress(progress, len(plan), total_bytes)
+    update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
 
     spec_kw: dict[str, Any] = {"method": method, "precision": precision}
     if method == "randomized":
-        spec_kw.update(k=int(k), oversample=oversample, power_iters=power_iters, seed=seed)
-    fit_kw: dict[str, Any] = {"ks": ks}
-    if ww_parity:
+        spec_kw.update(k=int(opts.k), oversample=opts.oversample,
+                       power_iters=opts.power_iters, seed=opts.seed)
+    fit_kw: dict[str, Any] = {"ks": opts.ks}
+    if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
 
     rows: list[dict] = []
@@ -435,7 +399,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
     if plan:
         # read ahead at least one matrix per native thread, so a batch can keep them all busy;
         # bytes in flight: two of the largest matrices (or 64 MiB of small ones)
-        ahead = max(int(prefetch), threads if threads > 0 else (os.cpu_count() or 1))
+        ahead = max(int(opts.prefetch), threads if threads > 0 else (os.cpu_count() or 1))
         budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
         reader = _Reader(plan, ahead, budget)
     else:
@@ -446,8 +410,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             batch, finished = _collect(reader, plan, ahead)
             if not batch:
                 continue
-            rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, threads, pool,
-                                       conv2d_norm, normalize, ww_parity, tolerance))
+            rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, opts))
             items = [entry[0] for entry in batch]
             for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
                 for W in mats:
@@ -519,12 +482,12 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
-def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, normalize,
-                   ww_parity, tolerance) -> list[dict]:
+def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
     All matrices of the batch go to one ``spectrum_batch`` call (same-shape matrices together;
     the native side schedules them largest first, one BLAS thread each)."""
+    threads, pool, ww_parity = opts.threads, opts.pool, opts.ww_parity
     members = [(bi, si) for bi, (_item, mats, _t) in enumerate(batch) for si in range(len(mats))]
     mats = [batch[bi][1][si] for bi, si in members]
     spectra: dict[tuple[int, int], Any] = {}
@@ -558,7 +521,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
     # ESDs to fit: one per pooled layer, or one per slice
     units = []   # (bi, slice list, scaled eval list, slice_id or None)
     for bi, (item, mats, _t) in enumerate(batch):
-        scale = _eval_scale(item, pool, conv2d_norm, normalize)
+        scale = _eval_scale(item, pool, opts.conv2d_norm, opts.normalize)
         sps = [spectra[(bi, si)] for si in range(len(mats))]
         evs = [np.asarray(sp.eigenvalues, dtype=np.float64) * scale for sp in sps]
         traces = [float(getattr(sp, "trace", np.nan)) * scale for sp in sps]
@@ -589,7 +552,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
         if sid is not None:
             meta["slice_id"] = sid
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
-                                 tolerance=tolerance, complete=complete, trace=tr,
+                                 tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
@@ -605,8 +568,8 @@ def esd(model_or_path, layer, *, pool: bool = True, conv2d_norm: bool = True,
     With ``pool=False`` a Conv2D layer gives a list of rf per-slice arrays (x rf/2 each)."""
     from . import core as _core
 
-    plan = _plan(model_or_path, layers=[layer], min_evals=min_evals, pool=pool,
-                 split_fused=split_fused)
+    plan = _plan(model_or_path, AnalysisOptions(layers=(layer,), min_evals=min_evals, pool=pool,
+                                                split_fused=split_fused))
     if not plan:
         raise ValueError(f"no analysable layer {layer!r} in {_describe_source(model_or_path)}")
     item = plan[0]

@@ -156,6 +156,14 @@ def _selection_kwargs(ns) -> dict:
                 pool=not ns.no_pool, split_fused=not ns.no_split_fused)
 
 
+def _analysis_options(ns, **extra):
+    """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
+    from .options import AnalysisOptions
+    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k,
+                           normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
+                           **_selection_kwargs(ns), **extra)
+
+
 def _run(ns) -> int:
     import pandas as pd  # noqa: F401  (fail early and clearly if missing)
 
@@ -176,9 +184,7 @@ def _run(ns) -> int:
     progress = ns.progress
     if progress is None:
         progress = sys.stderr.isatty()
-    df = analysis.analyze(path, threads=ns.threads, precision=ns.precision, method=ns.method,
-                          k=ns.k, normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
-                          progress=bool(progress), **_selection_kwargs(ns))
+    df = analysis.analyze(path, _analysis_options(ns, progress=bool(progress)))
     if ns.out:
         _write(df, ns.out)
     if not ns.quiet:
