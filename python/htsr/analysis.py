@@ -393,6 +393,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     fit_kw: dict[str, Any] = {"ks": opts.ks}
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    if opts.device is not None:  # exact spectra through torch (htsr.backends.torch)
+        spec_kw["device"] = opts.device
 
     rows: list[dict] = []
     done, bytes_read = 0, 0

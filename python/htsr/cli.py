@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "entropy and rank metrics left empty)")
     a.add_argument("--k", type=int, default=None, metavar="K",
                    help="number of top eigenvalues for --method randomized")
+    a.add_argument("--device", default=None, metavar="DEV",
+                   help="compute the exact spectra with torch on DEV (cpu, cuda, cuda:N, mps); "
+                        "default: the native CPU core")
     a.add_argument("--normalize", action="store_true", help="use X = W^T W / N")
     a.add_argument("--no-conv2d-norm", action="store_true",
                    help="do not scale Conv2D eigenvalues by 1/2 (WeightWatcher's conv2d_norm)")
@@ -159,7 +162,7 @@ def _selection_kwargs(ns) -> dict:
 def _analysis_options(ns, **extra):
     """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
     from .options import AnalysisOptions
-    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k,
+    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k, device=ns.device,
                            normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
                            **_selection_kwargs(ns), **extra)
 

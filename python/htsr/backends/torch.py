@@ -74,10 +74,12 @@ def _host_tensor(torch, W, dtype, what):
     else:
         from ..core import _matrix
         a, stored = _matrix(W, dtype, what)
-        if stored in ("bfloat16", "float16"):
-            t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(getattr(torch, stored))
-        else:
-            t = torch.from_numpy(a)
+        with warnings.catch_warnings():  # read-only memory maps: the tensor is never written
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            if stored in ("bfloat16", "float16"):
+                t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(getattr(torch, stored))
+            else:
+                t = torch.from_numpy(a)
     if t.ndim != 2 or t.numel() == 0:
         raise ValueError(f"{what}: expected a non-empty 2-D matrix, got shape {tuple(t.shape)}")
     return t
