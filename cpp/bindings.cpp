@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "htsr/batch.hpp"
+#include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/powerlaw.hpp"
 #include "htsr/spectrum.hpp"
@@ -323,6 +324,23 @@ PYBIND11_MODULE(_core, m) {
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
 
+    m.def("orchestrate_on_cpu",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& precision,
+             bool normalize) {
+              std::vector<MatrixView> ws;
+              for (size_t i = 0; i < arrays.size(); ++i) ws.push_back(view_of(arrays[i], dtypes.at(i)));
+              const SpectrumOptions o = spectrum_options("gram", precision, normalize, 0, 10, 4, 0, py::dict());
+              std::vector<std::string> solvers;
+              std::vector<Spectrum> out;
+              {
+                  py::gil_scoped_release release;
+                  out = orchestrate_on_cpu(ws, o, &solvers);
+              }
+              return py::make_tuple(out, solvers);
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("precision"), py::arg("normalize"),
+          "The CUDA backend's orchestration with CPU kernels -> (spectra, solver per matrix); for tests.");
+
     m.def("build_info", [] {
         py::dict d;
         d["blas"] = std::string(scipy_openblas_get_config());
@@ -334,7 +352,12 @@ PYBIND11_MODULE(_core, m) {
         d["openmp"] = false;
         d["max_threads"] = 1;
 #endif
+#ifdef HTSR_HAVE_CUDA
+        d["cuda"] = true;
+#else
         d["cuda"] = false;
+#endif
+        d["cuda_device_visible"] = cuda_available();
         return d;
     }, "How the native core was built: BLAS/LAPACK, OpenMP, CUDA.");
 }
