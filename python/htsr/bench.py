@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -185,6 +186,7 @@ def run(matrices, methods: list[Method], *, repeat: int = 1, threads: int = 1) -
             rows.append(dict(matrix=name, N=N, M=M, method=meth.name, seconds=best, topk_rel_err=err,
                              alpha=alpha, alpha_exact=alpha_exact, dalpha=alpha - alpha_exact,
                              values=len(values), k_computed=k, mem_bytes=int(meth.mem(N, M, W.itemsize))))
+            print(f"  {name} {meth.name}: {best:.4f} s, dalpha {rows[-1]['dalpha']:.1e}", file=sys.stderr, flush=True)
     return rows
 
 
