@@ -561,6 +561,8 @@ def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
     fit_kw: dict[str, Any] = {"ks": opts.ks}
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    if opts.device is not None:  # exact spectra through torch (htsr.backends.torch)
+        spec_kw["device"] = opts.device
     return spec_kw, fit_kw
 
 
