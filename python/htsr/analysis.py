@@ -410,7 +410,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     sink = None
     if opts.out is not None:
         from .results import ResultsFile
-        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        extra = list(dict.fromkeys(k for it in plan for k in it.meta))  # source columns (LoRA r)
+        sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
     update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
