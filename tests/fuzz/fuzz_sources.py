@@ -19,7 +19,6 @@ import warnings
 
 import atheris
 
-import htsr.sources
 from htsr.sources import gguf, iter_layers, keras, onnx
 
 atheris.instrument_all()
@@ -41,6 +40,5 @@ def TestOneInput(data: bytes) -> None:
 
 
 if __name__ == "__main__":
-    assert htsr.sources
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
