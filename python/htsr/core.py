@@ -126,7 +126,7 @@ def spectrum(W, *, method: str = "gram", precision: str = "float32", normalize: 
     ``k="auto"`` (or ``"auto:K"``, K the first k) doubles k until the values with
     errors <= rtol * value (from the top) hold the tail fitted with ``fit`` (fit_power_law's
     keyword arguments) with n_tail * (1 + margin) <= their number, and returns only those
-    (the exact Gram route once the sketch would exceed M/6 columns).
+    (the exact Gram route once the sketch would exceed M/6 columns or 2x its flops).
     ``device``: "cpu" | "cuda" | "mps" runs the Gram route through torch (htsr.backends.torch).
     """
     if device is not None:
