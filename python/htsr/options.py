@@ -66,11 +66,15 @@ class AnalysisOptions:
     prefetch: int = 64
     device: str | None = None   # torch device for the exact spectra (htsr.backends.torch)
     progress: Any = field(default=None, compare=False)
+    errors: str = "raise"
+    out: Any = None
+    resume: bool = False
+    executor: Any = field(default=None, compare=False)
 
     SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
     NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
                "ww_parity", "tolerance", "k", "oversample", "power_iters", "seed")
-    EXECUTION = ("threads", "prefetch", "progress", "device")
+    EXECUTION = ("threads", "prefetch", "progress", "errors", "out", "resume", "executor", "device")
 
     def __post_init__(self):
         for name in ("layers", "layer_types", "names", "exclude"):
@@ -97,6 +101,13 @@ class AnalysisOptions:
             raise ValueError(f"device must be None, 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
         if self.device is not None and self.method == "randomized":
             raise ValueError("device=... runs the exact methods (gram, svd); the randomized one is native only")
+        if self.errors not in ("raise", "row"):
+            raise ValueError(f"errors must be 'raise' or 'row', got {self.errors!r}")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out= (the results file to resume)")
+        if self.executor is not None and not callable(getattr(self.executor, "submit", None)):
+            raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), "
+                            f"got {type(self.executor).__name__}")
         if self.ks not in ("all_points", "distinct"):
             raise ValueError(f"ks must be 'all_points' or 'distinct', got {self.ks!r}")
         if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance)
@@ -141,9 +152,10 @@ class AnalysisOptions:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
-        """Every option except ``progress`` (JSON-able: for reports and result files)."""
+        """Every option except ``progress`` and ``executor`` (JSON-able: for reports and result
+        files)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "progress"}
+                if f.name not in ("progress", "executor")}
 
 
 ProgressCallback = Callable[[int, int, int, str], None]

@@ -81,6 +81,9 @@ def _unwrap(sd: Mapping) -> Mapping:
     return sd
 
 
+unwrap_state_dict = _unwrap     # public: the facade numbers a state_dict's keys as read here
+
+
 def _is_array(v) -> bool:
     return isinstance(v, np.ndarray) or is_torch_tensor(v)
 
