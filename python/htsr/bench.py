@@ -239,7 +239,6 @@ def main(ns) -> int:
     if not matrices:
         raise ValueError("nothing to bench: give a PATH or --synthetic ROWSxCOLS ...")
     methods = available_methods(ns.methods or DEFAULT_METHODS, ns.seed, ns.threads)
-    env = environment(ns.threads, ns.seed)
     with contextlib.ExitStack() as pins:
         try:
             import threadpoolctl
@@ -252,6 +251,7 @@ def main(ns) -> int:
             torch.set_num_threads(ns.threads)
         except ImportError:
             pass
+        env = environment(ns.threads, ns.seed)  # thread pools as pinned for the run
         rows = run(matrices, methods, repeat=ns.repeat, threads=ns.threads)
     env["loadavg_end"] = list(os.getloadavg())
     best = fastest_within(rows, ns.alpha_tol)
