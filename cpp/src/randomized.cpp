@@ -187,7 +187,7 @@ Spectrum randomized_spectrum(const MatrixView& w, const SpectrumOptions& o) {
     if (o.adaptive ? (o.k < 0 || o.k > M) : (o.k <= 0 || o.k > M))
         throw std::invalid_argument("randomized method needs 1 <= k <= M = " + std::to_string(M) + " (got k = " +
                                     std::to_string(o.k) + ")");
-    if (o.power_iters < 0) throw std::invalid_argument("power_iters must be >= 0");
+    if (o.power_iters < 0 || o.power_iters > 100) throw std::invalid_argument("power_iters must be in [0, 100]");
     if (o.oversample < 0) throw std::invalid_argument("oversample must be >= 0 (got " + std::to_string(o.oversample) + ")");
     if (o.adaptive && !(o.rtol > 0 && o.margin >= 0))
         throw std::invalid_argument("adaptive randomized needs rtol > 0 and margin >= 0");
