@@ -138,7 +138,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
         item = _Item(meta["layer_id"], name, spec, meta=meta)
@@ -410,7 +410,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     sink = None
     if opts.out is not None:
         from .results import ResultsFile
-        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        extra = list(dict.fromkeys(k for it in plan for k in it.meta))  # source columns (LoRA r)
+        sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
     update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)

@@ -209,7 +209,10 @@ def _run(ns) -> int:
 
     path = ns.path
     if not os.path.exists(path):
-        raise _Error(f"{path}: no such file or directory")
+        from .sources import hub
+        if not hub.looks_like_id(path):
+            raise _Error(f"{path}: no such file or directory")
+        path = hub.resolve(path)  # a model id in the local Hugging Face cache
     _check_out(ns.out)
     from . import analysis
 
