@@ -33,7 +33,39 @@ def npz_bytes(members: dict, compression):
     return b.getvalue()
 
 
+def gguf_bytes(qtype):
+    import tempfile
+    import gguf
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "m.gguf")
+        w = gguf.GGUFWriter(p, "llama")
+        w.add_uint32("llama.attention.head_count", 2)
+        W = f32(8, 32)
+        if qtype == "F32":
+            w.add_tensor("blk.0.attn_q.weight", W)
+        else:
+            w.add_tensor("blk.0.attn_q.weight", gguf.quants.quantize(W, gguf.GGMLQuantizationType.Q8_0),
+                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        w.add_tensor("blk.0.ffn_up.weight", f32(4, 8).astype(np.float16))
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        return open(p, "rb").read()
+
+
+def onnx_bytes(raw: bool):
+    from onnx import TensorProto, helper, numpy_helper
+    W = f32(6, 4)
+    init = [numpy_helper.from_array(W, "fc.weight") if raw else
+            helper.make_tensor("fc.weight", TensorProto.FLOAT, W.shape, W.flatten().tolist()),
+            numpy_helper.from_array(f32(4, 3).astype(np.float16), "proj.weight")]
+    node = helper.make_node("MatMul", ["x", "fc.weight"], ["y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], init)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
 SEEDS = {
+    "gguf": {"f32": gguf_bytes("F32"), "q8_0": gguf_bytes("Q8_0")},
+    "onnx": {"raw": onnx_bytes(True), "typed": onnx_bytes(False)},
     "safetensors": {
         "f32": safetensors_bytes({"layer.weight": f32(6, 4)}),
         "mixed": safetensors_bytes({"a.weight": f32(5, 3), "b.weight": f32(4, 4).astype(np.float16),

@@ -13,7 +13,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = ["safetensors", "index", "npz", "npy", "config"]
+TARGETS = ["safetensors", "index", "npz", "npy", "config", "gguf", "onnx"]
 
 
 def main() -> int:

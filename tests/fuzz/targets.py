@@ -124,7 +124,22 @@ def config(data: bytes) -> None:
     _open_all(_CONFIGURED)
 
 
-TARGETS = {"safetensors": safetensors, "index": index, "npz": npz, "npy": npy, "config": config}
+def gguf(data: bytes) -> None:
+    """A .gguf file: magic, version, metadata key/values, tensor infos, alignment, quantized blocks."""
+    d = os.path.join(WORK, "gguf")
+    os.makedirs(d, exist_ok=True)
+    _open_all(_write(os.path.join(d, "model.gguf"), data))
+
+
+def onnx(data: bytes) -> None:
+    """A .onnx protobuf: graph initializers (raw, typed, external data references), node attributes."""
+    d = os.path.join(WORK, "onnx")
+    os.makedirs(d, exist_ok=True)
+    _open_all(_write(os.path.join(d, "model.onnx"), data))
+
+
+TARGETS = {"safetensors": safetensors, "index": index, "npz": npz, "npy": npy, "config": config, "gguf": gguf,
+           "onnx": onnx}
 
 if __name__ == "__main__":
     target = TARGETS[sys.argv[1]]
