@@ -334,8 +334,9 @@ class _Reader:
 # analyze
 # --------------------------------------------------------------------------------------------
 def _layer_error(item: _Item, exc: BaseException) -> ValueError:
-    msg = str(exc)
-    return ValueError(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {msg}")
+    """``exc`` re-raised naming the layer and its file (an OverflowError stays one)."""
+    cls = OverflowError if isinstance(exc, OverflowError) else ValueError
+    return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
 def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
@@ -626,6 +627,23 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
+def _fit_units(_core, fit_inputs, items, threads, fit_kw) -> list:
+    """Power-law fits of the ESDs; None (a failed-fit row) for an ESD of fewer than 2
+    eigenvalues, which has no tail to fit; an error names the layer and its file."""
+    fits: list = [None] * len(fit_inputs)
+    todo = [i for i, ev in enumerate(fit_inputs) if ev.size >= 2]
+    try:
+        done = _core.fit_power_law_batch([fit_inputs[i] for i in todo], threads=threads, **fit_kw) if todo else []
+    except ValueError as exc:
+        m = re.match(r"\s*sample\s+(\d+)\s*:\s*", str(exc))
+        if m is None or int(m.group(1)) >= len(todo):
+            raise
+        raise _layer_error(items[todo[int(m.group(1))]], ValueError(str(exc)[m.end():])) from exc
+    for i, fit in zip(todo, done):
+        fits[i] = fit
+    return fits
+
+
 def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
@@ -639,7 +657,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     t0 = time.perf_counter()
     try:
         res = _core.spectrum_batch(mats, threads=threads, **spec_kw)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # float32 Gram overflow: OverflowError
         text = str(exc)
         m = re.match(r"\s*matrix\s+(\d+)\s*:\s*", text)
         bad = int(m.group(1)) if m and int(m.group(1)) < len(members) else None
@@ -648,12 +666,12 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if bad is None:
             bad = _find_bad_matrix(mats)
         if bad is None:
-            raise _layer_error(batch[0][0], ValueError(text)) from exc
+            raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]
         item = batch[bi][0]
         if int(item.spec.rf) > 1:
             text = f"slice {si}: {text}"
-        raise _layer_error(item, ValueError(text)) from exc
+        raise _layer_error(item, type(exc)(text)) from exc
     dt = time.perf_counter() - t0
     flops = [float(batch[bi][0].spec.N) * float(batch[bi][0].spec.M) ** 2 for bi, _ in members]
     tot = sum(flops) or 1.0
@@ -682,7 +700,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
-    fits = _core.fit_power_law_batch(fit_inputs, threads=threads, **fit_kw) if fit_inputs else []
+    fits = _fit_units(_core, fit_inputs, [batch[u[0]][0] for u in units], threads, fit_kw)
     fit_dt = (time.perf_counter() - t0) / max(len(fit_inputs), 1)
 
     rows = []
