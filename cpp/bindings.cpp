@@ -326,6 +326,11 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("arrays"), py::arg("dtypes"), py::arg("seeds"), py::arg("method"), py::arg("precision"), py::arg("threads"));
 
+    m.def("shuffle_permutation", [](int64_t count, uint64_t seed) {
+              std::vector<int64_t> p = shuffle_permutation(count, seed);
+              return py::array_t<int64_t>(py::ssize_t(p.size()), p.data());
+          }, py::arg("count"), py::arg("seed"));
+
     m.def("bootstrap_power_law",
           [](const Doubles& x, const std::string& ks, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
              double floor, bool small_n, bool every_position, int64_t reps, uint64_t seed, bool fixed_xmin, int threads) {

@@ -12,14 +12,19 @@ namespace htsr {
 
 namespace {
 
+/// Fisher-Yates: a[i] <-> a[uniform(0..i)] for i = count-1 .. 1 (a uniform permutation).
+template <class T>
+void fisher_yates(T* a, int64_t count, uint64_t seed) {
+    rng::Xoshiro256 gen(seed);
+    for (int64_t i = count - 1; i > 0; --i) std::swap(a[i], a[gen.below(uint64_t(i) + 1)]);
+}
+
 template <class T>
 Spectrum shuffled(const MatrixView& w, const SpectrumOptions& options, uint64_t seed) {
     const int64_t count = w.rows * w.cols;
     std::vector<T> buffer(static_cast<size_t>(count));
     detail::copy_block(w, 0, w.rows, 0, w.cols, buffer.data());  // row-major, ld = cols
-    rng::Xoshiro256 gen(seed);
-    for (int64_t i = count - 1; i > 0; --i)  // Fisher-Yates: a uniform permutation
-        std::swap(buffer[size_t(i)], buffer[size_t(gen.below(uint64_t(i) + 1))]);
+    fisher_yates(buffer.data(), count, seed);
     MatrixView v;
     v.data = buffer.data();
     v.rows = w.rows;
@@ -30,6 +35,13 @@ Spectrum shuffled(const MatrixView& w, const SpectrumOptions& options, uint64_t 
 }
 
 }  // namespace
+
+std::vector<int64_t> shuffle_permutation(int64_t count, uint64_t seed) {
+    std::vector<int64_t> index(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) index[size_t(i)] = i;
+    fisher_yates(index.data(), count, seed);
+    return index;
+}
 
 Spectrum shuffled_spectrum(const MatrixView& w, const SpectrumOptions& options, uint64_t seed) {
     validate(w);

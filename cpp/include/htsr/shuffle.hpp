@@ -16,6 +16,10 @@ namespace htsr {
 /// The buffer has the working precision of options.precision; exact methods only.
 Spectrum shuffled_spectrum(const MatrixView& w, const SpectrumOptions& options, uint64_t seed);
 
+/// The permutation shuffled_spectrum() applies to the row-major flattened entries of a matrix
+/// with `count` entries: shuffled[k] = original[index[k]].
+std::vector<int64_t> shuffle_permutation(int64_t count, uint64_t seed);
+
 /// shuffled_spectrum() of ws[i] with seeds[i], OpenMP across matrices (see spectrum_batch):
 /// identical results for any thread count.
 std::vector<Spectrum> shuffled_spectrum_batch(const std::vector<MatrixView>& ws, const SpectrumOptions& options,
