@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import diagnostics as _diag
 from . import metrics as _metrics
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
@@ -516,6 +517,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     for (bi, si), sp, fl in zip(members, res, flops):
         spectra[(bi, si)] = sp
         spec_time[bi] += dt * fl / tot
+    pre = _diag.prepare(batch, members, mats, opts, spec_kw) if _diag.active(opts) else None
     del mats
 
     # ESDs to fit: one per pooled layer, or one per slice
@@ -539,13 +541,16 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
     fits = _core.fit_power_law_batch(fit_inputs, threads=threads, **fit_kw) if fit_inputs else []
+    if pre is not None:
+        fits, fit_extra = _diag.refit(fit_inputs, fits, [(batch[u[0]][0].layer_id, u[4]) for u in units],
+                                      opts, fit_kw)
     fit_dt = (time.perf_counter() - t0) / max(len(fit_inputs), 1)
 
     rows = []
     per_item_units: dict[int, int] = {}
     for bi, *_ in units:
         per_item_units[bi] = per_item_units.get(bi, 0) + 1
-    for (bi, evs, tr, complete, sid), fit in zip(units, fits):
+    for ui, ((bi, evs, tr, complete, sid), fit) in enumerate(zip(units, fits)):
         item, _mats, t_read = batch[bi]
         s = item.spec
         meta = dict(item.meta)
@@ -554,6 +559,11 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
                                  tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
+        if pre is not None:
+            row.update(fit_extra[ui])
+            row.update(_diag.unit_columns(opts, pre, bi, range(len(evs)) if sid is None else [sid],
+                                          _eval_scale(item, pool, opts.conv2d_norm, opts.normalize),
+                                          np.sort(np.concatenate(evs)), fit, row, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
         rows.append(row)
