@@ -74,17 +74,16 @@ def mp_density(x, Q: float, sigma: float = 1.0) -> np.ndarray:
 
 @functools.lru_cache(maxsize=256)
 def _mp_cdf_table(gamma: float, points: int = 8193):
-    """(x, F(x)) of MP(gamma, 1), gamma <= 1, by the trapezoid rule in theta, x = a + (b-a)(1-cos theta)/2
-    (the integrand ((b-a)/2)^2 sin^2 theta / (2 pi gamma x) is smooth)."""
+    """(x, F(x)) of MP(gamma, 1), gamma <= 1, by the midpoint rule in theta, x = a + (b-a)(1-cos theta)/2
+    (the integrand ((b-a)/2)^2 sin^2 theta / (2 pi gamma x) is smooth, also at gamma = 1)."""
     a, b = (1 - math.sqrt(gamma)) ** 2, (1 + math.sqrt(gamma)) ** 2
     th = np.linspace(0.0, math.pi, points)
-    x = a + (b - a) * (1 - np.cos(th)) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = ((b - a) / 2) ** 2 * np.sin(th) ** 2 / (2 * math.pi * gamma * x)
-    f[~np.isfinite(f)] = 0.0
-    F = np.concatenate([[0.0], np.cumsum((f[1:] + f[:-1]) / 2 * np.diff(th))])
-    F /= F[-1]   # removes the O(h^2) quadrature error of the total mass (gamma = 1: 1/sqrt(x) end)
-    return x, F
+    mid = (th[1:] + th[:-1]) / 2
+    xm = a + (b - a) * (1 - np.cos(mid)) / 2
+    f = ((b - a) / 2) ** 2 * np.sin(mid) ** 2 / (2 * math.pi * gamma * xm)
+    F = np.concatenate([[0.0], np.cumsum(f * np.diff(th))])
+    F /= F[-1]   # removes the O(h^2) quadrature error of the total mass
+    return a + (b - a) * (1 - np.cos(th)) / 2, F
 
 
 def mp_quantiles(gamma: float, probs) -> np.ndarray:

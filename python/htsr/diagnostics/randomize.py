@@ -71,13 +71,13 @@ def shuffle_permutation(count: int, seed: int) -> np.ndarray:
 
 
 def jensen_shannon_distance(p, q) -> float:
-    """WeightWatcher's ``RMT_Util.jensen_shannon_distance``: sqrt((KL(p||m) + KL(q||m)) / 2),
-    p and q normalised to sum 1, m = (p + q)/2, natural log, 0 log 0 = 0."""
+    """WeightWatcher's ``RMT_Util.jensen_shannon_distance``: sqrt((KL(p||m) + KL(q||m)) / 2) with
+    m = (p + q)/2 of the *raw* vectors, then p, q and m each normalised to sum 1 (what
+    scipy.stats.entropy does), natural log, 0 log 0 = 0."""
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
-    p = p / p.sum()
-    q = q / q.sum()
     m = (p + q) / 2
+    p, q, m = p / p.sum(), q / q.sum(), m / m.sum()
 
     def kl(a, b):
         with np.errstate(divide="ignore", invalid="ignore"):
