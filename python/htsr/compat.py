@@ -15,8 +15,10 @@ name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
 * ``get_ESD`` applies ``conv2d_norm`` (WeightWatcher returns the unscaled spectrum, 2x for conv);
 * fused tensors are not split (as in WeightWatcher).
 
-Options that are not implemented raise ``NotImplementedError`` naming the option when set to a
-non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
+The diagnostics (``mp_fit``, ``randomize``, ``vectors``, ``detX``/``ERG``, ``fix_fingers``,
+``fit='TPL'|'E_TPL'``, ``xmax``) run with WeightWatcher's definitions (``mp_method='ww'``,
+``seed=0``: the shuffles are reproducible, WeightWatcher's are not).  Options that are not
+implemented raise ``NotImplementedError`` naming the option when set to a non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
 ``plot``, ``deltas`` without ``plot``, ``sparsify`` without ``intra``, ...) are accepted.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ DEFAULT_MIN_EVALS = 8
 DEFAULT_MAX_EVALS = 15000
 DEFAULT_MAX_N = 50000
 _LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding", "norm")
-_DROP = ("source", "stored_dtype", "part", "seconds")
+_DROP = ("source", "stored_dtype", "part", "seconds", "rand_ks_distance")
 
 
 def _ww_columns(df):
@@ -190,14 +192,12 @@ class WeightWatcher:
         if pl_package == "ww" and (xmax == "force" or fit not in ("PL", "power_law")):
             raise ValueError("Error, params not valid: pl_package='ww' supports only fit='PL' "
                              "without xmax='force'")
-        for opt, val, default in (("plot", plot, False), ("randomize", randomize, False),
-                                  ("mp_fit", mp_fit, False), ("vectors", vectors, False),
-                                  ("fix_fingers", fix_fingers, False), ("detX", detX, False),
-                                  ("fit", fit if fit != "power_law" else "PL", "PL"),
-                                  ("pl_package", pl_package, "ww"), ("xmax", xmax, None),
-                                  ("inverse", inverse, False)):
-            if val is not default and val != default and not (opt == "xmax" and val is False) \
-                    and not (opt == "fix_fingers" and val is None):
+        if fit == "E_TPL" and fix_fingers == "clip_xmax":
+            raise ValueError("Error, params not valid: fit='E_TPL' cannot be combined with clip_xmax")
+        if fix_fingers and isinstance(xmax, numbers.Integral) and not isinstance(xmax, bool):
+            raise ValueError("Error, params not valid: fix_fingers cannot be combined with an int xmax")
+        for opt, val, default in (("plot", plot, False), ("inverse", inverse, False)):
+            if val is not default and val != default:
                 _not_implemented(opt, val)
         if glorot_fix:
             warnings.warn("glorot_fix has no effect (as in WeightWatcher 0.7.7)", stacklevel=2)
@@ -205,7 +205,14 @@ class WeightWatcher:
         df = _analysis.analyze(
             model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
             conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
-            precision="float64", method="gram", ks="all_points", ww_parity=True,
+            precision="float64", method="gram", ww_parity=True,
+            # diagnostics with WeightWatcher's definitions (mp_method='ww': its KDE sigma, its
+            # sqrt(TW) margin); pl_package='powerlaw' is the `powerlaw` package's KS convention
+            ks="distinct" if pl_package == "powerlaw" else "all_points",
+            mp_fit=bool(mp_fit), randomize=bool(randomize), mp_method="ww", vectors=bool(vectors),
+            detX=bool(detX), fit={"power_law": "PL", "truncated_power_law": "TPL"}.get(fit, fit),
+            fix_fingers=fix_fingers or None, xmin_max=xmin_max, max_fingers=int(max_fingers),
+            finger_thresh=float(finger_thresh), xmax=None if xmax is False else xmax,
             _select=_WWFilter(layers, start_ids))
         if start_ids:
             df["layer_id"] = df["layer_id"] + int(start_ids)

@@ -143,5 +143,5 @@ def unit_columns(opts, pre: dict, bi: int, sids, scale: float, ev: np.ndarray, f
         out.update(detx.detx_columns(ev, row.get("num_pl_spikes")))
     if opts.vectors:
         systems = [pre["eig"][(bi, si)] for si in sids]
-        out.update(vectors.layer_vector_columns(systems, scale, row["xmin"] if ok else float("nan")))
+        out.update(vectors.layer_vector_columns(systems, row["num_pl_spikes"] if ok else 0))
     return out

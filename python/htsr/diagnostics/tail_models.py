@@ -136,7 +136,8 @@ def _maximise(f, starts, bounds):
     best = None
     for x0 in starts:
         with np.errstate(all="ignore"):
-            r = optimize.minimize(lambda p: -f(p), x0, method="L-BFGS-B", bounds=bounds)
+            r = optimize.minimize(lambda p: -f(p), x0, method="L-BFGS-B", bounds=bounds,
+                                  options={"ftol": 1e-15, "gtol": 1e-9})
         if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
             best = r
     return best

@@ -16,9 +16,11 @@ Per unit vector v of dimension d:
 
 The table of all directions, ascending in lambda, is the localization profile along the
 spectrum.  Layer columns (WeightWatcher's ``apply_analyze_eigenvectors``):
-``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}`` over the vectors of X split at the
-fitted ``xmin`` -- on the same (conv-scaled) eigenvalues as the fit (WeightWatcher splits its
-unscaled Gram eigenvalues at the scaled xmin, §6.19).
+``{bulk,tail}_{mean,var}_{vec_entropy,loc_ratio,part_ratio}`` over the vectors of X split into
+the tail (the ``num_pl_spikes`` largest eigenvalues, those >= the fitted xmin) and the bulk.
+WeightWatcher compares its unscaled ``eig`` eigenvalues with the scaled xmin (§6.19), so a conv
+layer is split at the wrong place and the eigenvalue equal to xmin falls on either side by
+rounding; splitting by rank is exact.
 """
 from __future__ import annotations
 
@@ -88,19 +90,20 @@ def vector_metrics(W, *, threads: int = 1):
     return vector_table(W, np.asarray(values), np.asarray(V), right)
 
 
-def layer_vector_columns(systems, scale: float, xmin: float) -> dict:
-    """WeightWatcher's 12 bulk/tail columns from the eigensystems of a layer's slices."""
-    evals = np.concatenate([np.asarray(s[0]) * scale for s in systems])
+def layer_vector_columns(systems, n_tail: int) -> dict:
+    """WeightWatcher's 12 bulk/tail columns from the eigensystems of a layer's slices; the tail
+    is the ``n_tail`` (= num_pl_spikes) directions of largest eigenvalue."""
+    evals = np.concatenate([np.asarray(s[0]) for s in systems])
     Vs = [np.asarray(s[1]) for s in systems]
     ent = np.concatenate([discrete_entropy(V) for V in Vs])
     loc = np.concatenate([np.abs(V).sum(0) / np.abs(V).max(0) for V in Vs])
     part = np.concatenate([np.sqrt((V * V).sum(0)) / ((V ** 4).sum(0)) ** 0.25 for V in Vs])
     out = {}
-    if not np.isfinite(xmin):
+    if not n_tail:
         return out
     order = np.argsort(evals, kind="stable")
-    ev = evals[order]
-    bulk, tail = ev < xmin, ev >= xmin
+    tail = np.arange(evals.size) >= evals.size - int(n_tail)
+    bulk = ~tail
     for name, arr in (("vec_entropy", ent), ("loc_ratio", loc), ("part_ratio", part)):
         data = arr[order]
         for where, mask in (("bulk", bulk), ("tail", tail)):
