@@ -1,5 +1,5 @@
 // Spectra of element-shuffled weight matrices (WeightWatcher's `randomize`): the entries of W
-// are permuted uniformly at random (Fisher-Yates, seeded per matrix), which keeps the entry
+// are permuted uniformly at random (seeded per matrix), which keeps the entry
 // distribution and destroys every correlation, and the eigenvalues of X = W_s^T W_s are taken
 // with the same kernels as spectrum(). The only copy is the shuffled buffer inside the kernel.
 #pragma once
@@ -11,8 +11,9 @@
 
 namespace htsr {
 
-/// Spectrum of W with its entries permuted by Fisher-Yates driven by xoshiro256** seeded with
-/// `seed` (the permutation depends on the seed and the shape only, not on the dtype).
+/// Spectrum of W with its entries uniformly permuted (Rao-Sandelius: uniform buckets of ~32k
+/// entries, then Fisher-Yates inside each, xoshiro256** streams derived from `seed`); the
+/// permutation depends on the seed and the number of entries only, not on the dtype.
 /// The buffer has the working precision of options.precision; exact methods only.
 Spectrum shuffled_spectrum(const MatrixView& w, const SpectrumOptions& options, uint64_t seed);
 
