@@ -418,3 +418,45 @@ def test_every_diagnostic_option_through_the_cli(tmp_path, capsys):
     assert cli.main(["analyze", str(path), "--no-progress", "-q", "--xmax", "-2"]) == 0
     assert cli.main(["analyze", str(path), "--no-progress", "-q", "--xmax", "two"]) != 0
     assert "--xmax" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------- model pairs
+def _pair():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    a = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32),
+                            torch.nn.Conv2d(8, 16, 3))
+    b = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32),
+                            torch.nn.Conv2d(8, 16, 3))
+    return a, b
+
+
+@pytest.mark.parametrize("method", ["raw", "euclidean", "cka"])
+def test_distances_match_weightwatcher(method):
+    ww, _ = _ww_rmt()
+    a, b = _pair()
+    with contextlib.redirect_stdout(io.StringIO()):
+        avg, _db, ref = ww.WeightWatcher().distances(a, b, method=method)
+    got_avg, got_db, got = htsr.WeightWatcher().distances(a, b, method=method)
+    assert list(got["name"]) == [n for n in ref["longname"]]
+    tol = 1e-5 if method != "cka" else 0.05    # cka: WeightWatcher's conv slices are oriented N x M
+    np.testing.assert_allclose(got["delta_W"].to_numpy(float)[:2], ref["delta_W"].to_numpy(float)[:2], rtol=1e-5)
+    np.testing.assert_allclose(got["delta_W"].to_numpy(float), ref["delta_W"].to_numpy(float), rtol=tol)
+    assert htsr.distances(a, a, method)[0] == pytest.approx(1.0 if method == "cka" else 0.0)   # closed form
+
+
+def test_base_model_deltas_match_weightwatcher():
+    ww, _ = _ww_rmt()
+    a, b = _pair()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ref = ww.WeightWatcher(model=a, base_model=b).analyze()
+    got = htsr.WeightWatcher(model=a, base_model=b).analyze()
+    for c in ("alpha", "norm", "lambda_max", "stable_rank"):
+        np.testing.assert_allclose(got[c].to_numpy(float), ref[c].to_numpy(float), rtol=1e-6, err_msg=c)
+    sd_a = {k: v.detach().numpy() for k, v in a.state_dict().items()}
+    sd_b = {k: v.detach().numpy() for k, v in b.state_dict().items()}
+    delta = {k: sd_a[k] - sd_b[k] for k in sd_a}
+    np.testing.assert_allclose(htsr.analyze(sd_a, base_model=sd_b)["alpha"], htsr.analyze(delta)["alpha"], rtol=1e-12)
+    bad = dict(sd_b, **{"0.weight": np.zeros((10, 10), np.float32)})
+    with pytest.raises(ValueError, match="base_model layer '0'"):
+        htsr.analyze(sd_a, base_model=bad)

@@ -109,6 +109,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
 
     items: list[_Item] = []
     next_id = 0
+    base = None if opts.base_model is None else _diag.distances.base_index(opts.base_model, opts.split_fused)
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
@@ -138,6 +139,8 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
                 "stored_dtype": str(spec.stored_dtype)}
         if select is not None and not select(meta):
             continue
+        if base is not None:      # base_model: analyse W - W_base
+            spec = _diag.distances.delta_spec(spec, name, base)
         item = _Item(layer_id, name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))

@@ -122,8 +122,7 @@ def _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_
         raise ValueError("Error, params not valid: pool=False cannot be combined with conv2d_fft")
     for opt, val, default in (("conv2d_fft", conv2d_fft, False), ("fft", fft, False),
                               ("intra", intra, False), ("channels", channels, None),
-                              ("stacked", stacked, False), ("base_model", base_model, None),
-                              ("peft", peft, False)):
+                              ("stacked", stacked, False), ("peft", peft, False)):
         if val is not default and val != default:
             _not_implemented(opt, val)
 
@@ -132,11 +131,9 @@ class WeightWatcher:
     """Drop-in replacement for ``weightwatcher.WeightWatcher`` backed by htsr's native core."""
 
     def __init__(self, model=None, framework=None, base_model=None, log_level=None):
-        if base_model is not None:
-            _not_implemented("base_model", base_model)
         self.model = model
         self.framework = framework      # ignored, as in WeightWatcher (always re-inferred)
-        self.base_model = None
+        self.base_model = base_model    # analyses run on W - W_base
         self.details = None
         self.results = None
         if log_level is not None:
@@ -213,6 +210,7 @@ class WeightWatcher:
             detX=bool(detX), fit={"power_law": "PL", "truncated_power_law": "TPL"}.get(fit, fit),
             fix_fingers=fix_fingers or None, xmin_max=xmin_max, max_fingers=int(max_fingers),
             finger_thresh=float(finger_thresh), xmax=None if xmax is False else xmax,
+            base_model=base_model if base_model is not None else self.base_model,
             _select=_WWFilter(layers, start_ids))
         if start_ids:
             df["layer_id"] = df["layer_id"] + int(start_ids)
@@ -272,6 +270,47 @@ class WeightWatcher:
         return _analysis.esd(model, layer, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
 
 
+def _distances(self, model_1, model_2, method="raw", layers=[], start_ids=0, pool=True, channels=None):
+    """WeightWatcher.distances: (avg_dW, avg_db, df) over matrices paired by name
+    (``htsr.distances``; WeightWatcher pairs them by position)."""
+    from .diagnostics.distances import distances
+
+    if channels is not None:
+        _not_implemented("channels", channels)
+    if str(method).lower() not in ("raw", "euclidean", "cka"):
+        raise ValueError(f"Error, method not valid: {method!r}")
+    avg_dW, avg_db, df = distances(model_1, model_2, method, layers=layers)
+    if start_ids:
+        df.index = df.index + int(start_ids)
+    return avg_dW, avg_db, df
+
+
+def _vector_metrics(self, vectors=None, params=None):
+    """WeightWatcher.vector_metrics: one row per vector (length, entropy, discrete_entropy,
+    localization_ratio, participation_ratio) -- WeightWatcher writes its discrete entropy to a
+    misspelled column ('discete_entropy'); htsr to 'discrete_entropy'."""
+    import pandas as pd
+    from .diagnostics import vectors as _vec
+
+    if vectors is None:
+        raise ValueError("vector_metrics needs vectors= (a vector, a list of vectors or a 2-D array of row vectors)")
+    arr = np.asarray(vectors, dtype=np.float64) if not isinstance(vectors, list) else None
+    vecs = [np.asarray(v, dtype=np.float64).ravel() for v in (vectors if arr is None else (arr if arr.ndim > 1 else [arr]))]
+    rows = []
+    for v in vecs:
+        col = v[:, None]
+        rows.append({"length": v.size, "entropy": float(np.sum(np.exp(-np.linalg.norm(v) / 2) / np.sqrt(2 * np.pi))),
+                     "discrete_entropy": float(_vec.discrete_entropy(col)[0]),
+                     "localization_ratio": float(np.abs(v).sum() / np.abs(v).max()),
+                     "participation_ratio": float(np.linalg.norm(v) / np.sum(v ** 4) ** 0.25)})
+    return pd.DataFrame(rows, columns=["length", "entropy", "discrete_entropy", "localization_ratio",
+                                       "participation_ratio"])
+
+
+WeightWatcher.distances = _distances
+WeightWatcher.vector_metrics = _vector_metrics
+
+
 def _missing_method(name):
     def method(self, *args, **kwargs):
         raise NotImplementedError(f"WeightWatcher.{name}() is not implemented by htsr")
@@ -280,6 +319,5 @@ def _missing_method(name):
 
 
 # WeightWatcher methods htsr does not offer yet: a clear NotImplementedError, not AttributeError.
-for _name in ("get_Weights", "get_framework_layer", "distances", "SVDSmoothing", "SVDSharpness",
-              "analyze_vectors", "vector_metrics"):
+for _name in ("get_Weights", "get_framework_layer", "SVDSmoothing", "SVDSharpness", "analyze_vectors"):
     setattr(WeightWatcher, _name, _missing_method(_name))

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from . import bootstrap, detx, fingers, mp, randomize, tail_models, vectors
+from . import bootstrap, detx, distances, fingers, mp, randomize, tail_models, vectors
 from .traps import traps
 from .fingers import as_fit
 
 __all__ = ["prepare", "refit", "unit_columns", "active", "traps", "mp", "randomize", "tail_models",
-           "bootstrap", "fingers", "detx", "vectors"]
+           "bootstrap", "fingers", "detx", "vectors", "distances"]
 
 _DRAW_FITTED, _DRAW_SECOND, _STREAM_BOOTSTRAP = 0, 1, 2
 
