@@ -23,10 +23,11 @@ sigma, xmin, xmax, num_pl_spikes, norm, log_norm, spectral_norm, log_spectral_no
 lambda_max, sv_max, sv_min, stable_rank, matrix_rank, rank_loss, weak_rank_loss, entropy,
 seconds`` (WeightWatcher sorts everything after ``name`` alphabetically).
 
-Layer ids are contiguous (0, 1, 2, ...) in model order over the matrices that have at least
-``min_evals`` eigenvalues; the selection options (``layers``, ``names``, ``exclude``,
-``layer_types``, ``max_evals``, ``max_N``) keep the ids, so a filtered table has gaps but the
-same id always names the same matrix.  WeightWatcher's ids are framework counters (every torch
+Layer ids are contiguous (0, 1, 2, ...) in model order over every analysable matrix (dense,
+conv1d, conv2d, embedding; any size) and depend on no option but ``split_fused`` (which decides
+what a matrix is); the selection options (``layers``, ``names``, ``exclude``, ``layer_types``,
+``min_evals``, ``max_evals``, ``max_N``) and ``pool`` keep the ids, so a filtered table has gaps
+but the same id always names the same matrix.  WeightWatcher's ids are framework counters (every torch
 module, every ``.weight`` key), sparse and different for a module and its state_dict.
 """
 from __future__ import annotations
@@ -115,11 +116,13 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
         if ltype not in LAYER_TYPES:
             continue
         M, N, rf = int(spec.M), int(spec.N), int(spec.rf)
-        n_ev = M if (not pool) else M * rf
-        if n_ev < min_evals or M == 0:
+        if M == 0:
             continue
-        layer_id = next_id
+        layer_id = next_id          # every analysable matrix gets an id, whatever the options
         next_id += 1
+        n_ev = M if (not pool) else M * rf
+        if n_ev < min_evals:
+            continue
         name = _row_name(spec)
         if keep_ids or keep_names:
             if layer_id not in keep_ids and name not in keep_names:
@@ -137,11 +140,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
                 "stored_dtype": str(spec.stored_dtype)}
-        if select is not None and not select(meta):
+        if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
         if base is not None:      # base_model: analyse W - W_base
             spec = _diag.distances.delta_spec(spec, name, base)
-        item = _Item(layer_id, name, spec, meta=meta)
+        item = _Item(meta["layer_id"], name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))
         items.append(item)
@@ -361,7 +364,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     layers: ids (ints) and/or exact names to keep.  names / exclude: regexes (``re.search``)
         to keep / drop.  layer_types: subset of ``('dense', 'conv1d', 'conv2d', 'embedding')``.
     min_evals: matrices with fewer eigenvalues (M*rf pooled, M per slice) are not analysed
-        and get no id.  max_evals / max_N: skip layers with more eigenvalues / a larger N
+        (they keep their id: ids do not depend on min_evals or pool).  max_evals / max_N:
+        skip layers with more eigenvalues / a larger N
         (default: analyse everything -- WeightWatcher skips M*rf > 15000 and N > 50000).
     normalize: X = W^T W / N (default False: WeightWatcher's X = W^T W).
     precision: arithmetic of the Gram / SVD ('float64' default, 'float32' ~2x faster).

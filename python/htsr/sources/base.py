@@ -80,3 +80,6 @@ class Format:
     index: tuple[str, str] | None = None  # (index-file suffix, preferred index file name)
     skip_prefixes: tuple[str, ...] = ()  # lower-case file-name prefixes ignored in a directory
     looks_for: str = ""  # what a directory scan looks for, for error messages
+    # the model config stored in the files themselves (GGUF metadata), used when no config is
+    # given (before a config.json beside them)
+    config: Callable[[list[str], str | None], dict] | None = None
