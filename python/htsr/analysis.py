@@ -382,6 +382,11 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
 
+    Diagnostics (``htsr.diagnostics``, extra columns; README "Diagnostics beyond alpha"):
+    mp_fit / mp_method / mp_tw_level, randomize (seeded by ``seed``), fit ('PL', 'TPL',
+    'E_TPL'), tail_models, bootstrap (replicates), fix_fingers / max_fingers / finger_thresh /
+    xmin_max, xmax, detX, vectors, base_model (analyse W - W_base).
+
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
     Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
