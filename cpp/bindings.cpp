@@ -164,6 +164,20 @@ auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<
     return std::move(*result);
 }
 
+/// One MatrixView per array; an error names the matrix index.
+std::vector<MatrixView> views_of(const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes) {
+    if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
+    std::vector<MatrixView> ws;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        try {
+            ws.push_back(view_of(arrays[i], dtypes[i]));
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
+        }
+    }
+    return ws;
+}
+
 SpectrumOptions spectrum_options(const std::string& method, const std::string& precision, bool normalize, int64_t k,
                                  int64_t oversample, int power_iters, uint64_t seed) {
     SpectrumOptions o;
@@ -264,15 +278,7 @@ PYBIND11_MODULE(_core, m) {
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& method,
              const std::string& precision, bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed,
              int threads) {
-              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
-              std::vector<MatrixView> ws;
-              for (size_t i = 0; i < arrays.size(); ++i) {
-                  try {
-                      ws.push_back(view_of(arrays[i], dtypes[i]));
-                  } catch (const std::invalid_argument& e) {
-                      throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
-                  }
-              }
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
               const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
               return run_interruptible([&](const std::atomic<bool>* cancel) { return spectrum_batch(ws, o, threads, cancel); });
           },
@@ -311,15 +317,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("shuffled_spectrum_batch",
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::vector<uint64_t>& seeds,
              const std::string& method, const std::string& precision, int threads) {
-              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
-              std::vector<MatrixView> ws;
-              for (size_t i = 0; i < arrays.size(); ++i) {
-                  try {
-                      ws.push_back(view_of(arrays[i], dtypes[i]));
-                  } catch (const std::invalid_argument& e) {
-                      throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
-                  }
-              }
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
               const SpectrumOptions o = spectrum_options(method, precision, false, 0, 0, 0, 0);
               return run_interruptible(
                   [&](const std::atomic<bool>* cancel) { return shuffled_spectrum_batch(ws, o, seeds, threads, cancel); });
@@ -356,9 +354,7 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("gram_eigensystem_batch",
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, int threads) {
-              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
-              std::vector<MatrixView> ws;
-              for (size_t i = 0; i < arrays.size(); ++i) ws.push_back(view_of(arrays[i], dtypes[i]));
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
               std::vector<Eigensystem> es = run_interruptible(
                   [&](const std::atomic<bool>* cancel) { return gram_eigensystem_batch(ws, threads, cancel); });
               py::list out;

@@ -23,6 +23,17 @@ def _ww_rmt():
     return ww, RMT_Util
 
 
+def _both(seed, sizes, **options):
+    """(WeightWatcher 0.7.7's analyze, the facade's) on a seeded torch Sequential of Linears."""
+    ww, _ = _ww_rmt()
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(*[torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])])
+    with contextlib.redirect_stdout(io.StringIO()):
+        theirs = ww.WeightWatcher(model=model).analyze(**options)
+    return theirs, htsr.WeightWatcher(model=model).analyze(**options), model
+
+
 def _gauss(N, M, seed=0):
     return np.random.default_rng(seed).standard_normal((N, M))
 
@@ -144,13 +155,7 @@ def test_planted_spikes_vanish_when_shuffled_and_large_elements_are_traps():
 
 def test_randomize_columns_close_to_weightwatcher():
     """WeightWatcher's shuffle is unseeded: its randomized columns are compared statistically."""
-    ww, _ = _ww_rmt()
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.Linear(512, 384), torch.nn.Linear(384, 40))
-    with contextlib.redirect_stdout(io.StringIO()):
-        theirs = ww.WeightWatcher(model=model).analyze(randomize=True, mp_fit=True)
-    ours = htsr.WeightWatcher(model=model).analyze(randomize=True, mp_fit=True)
+    theirs, ours, _ = _both(0, (256, 512, 384, 40), randomize=True, mp_fit=True)
     for c in ("max_rand_eval", "rand_bulk_max", "rand_sigma_mp", "ww_softrank", "sigma_mp", "bulk_max"):
         np.testing.assert_allclose(ours[c].to_numpy(float), theirs[c].to_numpy(float), rtol=0.1, err_msg=c)
     for c in ("num_spikes", "W_scale", "mp_softrank"):   # not random: exact
@@ -317,13 +322,7 @@ def test_detx_matches_weightwatcher_and_does_not_overflow():
 
 
 def test_detx_columns_match_weightwatcher_analyze():
-    ww, _ = _ww_rmt()
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.Linear(256, 64))
-    with contextlib.redirect_stdout(io.StringIO()):
-        theirs = ww.WeightWatcher(model=model).analyze(detX=True)
-    ours = htsr.WeightWatcher(model=model).analyze(detX=True)
+    theirs, ours, _ = _both(1, (128, 256, 64), detX=True)
     for c in ("detX_num", "num_ERG_spikes", "ERG_gap"):
         np.testing.assert_array_equal(ours[c].to_numpy(), theirs[c].to_numpy(), err_msg=c)
     for c in ("detX_val", "detX_val_unrescaled"):
@@ -352,13 +351,7 @@ def test_eigensystem_and_vector_metrics():
 
 
 def test_vector_columns_match_weightwatcher_analyze():
-    ww, _ = _ww_rmt()
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(2)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Linear(128, 48))
-    with contextlib.redirect_stdout(io.StringIO()):
-        theirs = ww.WeightWatcher(model=model).analyze(vectors=True)
-    ours = htsr.WeightWatcher(model=model).analyze(vectors=True)
+    theirs, ours, model = _both(2, (64, 128, 48), vectors=True)
     cols = [c for c in theirs.columns if c.startswith(("bulk_", "tail_"))]
     assert len(cols) == 12
     # WeightWatcher's per-vector functions on numpy's eigenvectors, tail = the num_pl_spikes
