@@ -56,9 +56,11 @@ def main(argv=None) -> int:
             t.append(time.perf_counter() - t0)
         return min(t), out
 
+    frames = {}
     for method in ("median", "ww"):
         sec, df = best(lambda: htsr.analyze(path, randomize=True, mp_fit=True, mp_method=method,
                                             threads=args.threads))
+        frames[method] = df
         rows.append((f"htsr analyze(randomize, mp_fit, mp_method='{method}'), threads={args.threads}", sec, len(df)))
         print(f"{rows[-1][0]}: {sec:.2f} s, {len(df)} rows  (load {_load()})", flush=True)
 
@@ -74,6 +76,21 @@ def main(argv=None) -> int:
               f"{len(wdf)} rows  (load {_load()})", flush=True)
         for label, sec, _n in rows:
             print(f"  ratio WeightWatcher / [{label}]: {ww_sec / sec:.1f}x")
+        # parity of the deterministic MP columns (mp_method='ww'), rows matched by name
+        ours = frames["ww"].set_index("name")
+        theirs = wdf.set_index("longname") if "longname" in wdf.columns else wdf.set_index("name")
+        common = [n for n in ours.index if n in theirs.index]
+        print(f"  parity on {len(common)} matched layers (htsr mp_method='ww' vs WeightWatcher):")
+        for c in ("num_spikes", "sigma_mp", "mp_softrank", "bulk_max", "bulk_min", "W_scale"):
+            a = ours.loc[common, c].to_numpy(float)
+            b = theirs.loc[common, c].to_numpy(float)
+            rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+            print(f"    {c}: max rel diff {rel.max():.2e}, equal in {int(np.sum(rel < 1e-8))}/{len(common)}")
+        for c in ("rand_num_spikes", "max_rand_eval", "rand_sigma_mp", "ww_softrank"):   # random draws
+            a = frames["ww"].set_index("name").loc[common, c].to_numpy(float)
+            b = theirs.loc[common, c].to_numpy(float)
+            print(f"    {c} (shuffles differ): median rel diff "
+                  f"{np.median(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)):.2e}")
 
     # bootstrap: 1,000 replicates at n = 4096, one thread and all
     x = (1 - np.random.default_rng(0).random(4096)) ** (-1 / 1.5)

@@ -155,12 +155,17 @@ def test_planted_spikes_vanish_when_shuffled_and_large_elements_are_traps():
 
 def test_randomize_columns_close_to_weightwatcher():
     """WeightWatcher's shuffle is unseeded: its randomized columns are compared statistically."""
-    theirs, ours, _ = _both(0, (256, 512, 384, 40), randomize=True, mp_fit=True)
+    theirs, ours, _ = _both(0, (256, 512, 384, 40), randomize=True, mp_fit=True)   # _ : the model
     for c in ("max_rand_eval", "rand_bulk_max", "rand_sigma_mp", "ww_softrank", "sigma_mp", "bulk_max"):
         np.testing.assert_allclose(ours[c].to_numpy(float), theirs[c].to_numpy(float), rtol=0.1, err_msg=c)
     for c in ("num_spikes", "W_scale", "mp_softrank"):   # not random: exact
         np.testing.assert_allclose(ours[c].to_numpy(float), theirs[c].to_numpy(float), rtol=1e-8, err_msg=c)
     np.testing.assert_array_equal(ours["rand_num_spikes"], theirs["rand_num_spikes"])
+    # get_ESD(random=True): a shuffled spectrum of the layer: same norm, close top eigenvalue
+    w = htsr.WeightWatcher(model=_)
+    r, e = w.get_ESD(layer=int(ours["layer_id"].iloc[0]), random=True), w.get_ESD(layer=int(ours["layer_id"].iloc[0]))
+    assert r.size == e.size and r.sum() == pytest.approx(e.sum(), rel=1e-9)
+    assert r[-1] == pytest.approx(float(ours["max_rand_eval"].iloc[0]), rel=0.1)
     np.testing.assert_array_equal(ours["num_traps"], theirs["num_traps"])
 
 

@@ -266,9 +266,9 @@ class WeightWatcher:
 
     def get_ESD(self, model=None, layer=None, random=False, params=None):
         """Sorted eigenvalues of one layer (id or name), WITH conv2d_norm applied (x1/2 for a
-        Conv2D) -- WeightWatcher returns the unscaled spectrum there."""
-        if random:
-            _not_implemented("random", random)
+        Conv2D) -- WeightWatcher returns the unscaled spectrum there.  ``random=True``: the
+        spectrum of the element-shuffled layer (5 replicas below 100 eigenvalues, as
+        WeightWatcher), seeded (``htsr.diagnostics.randomize.random_esd``)."""
         model = self._set_model(model)
         if layer is None:
             raise ValueError("get_ESD needs layer= (an id or a name)")
@@ -277,6 +277,9 @@ class WeightWatcher:
             kind = "name" if isinstance(layer, str) else "id"
             raise ValueError(f"Can not find layer {kind} {layer!r} among the layers describe() "
                              "lists")
+        if random:
+            from .diagnostics.randomize import random_esd
+            return random_esd(model, desc["name"][0], split_fused=False, min_evals=DEFAULT_MIN_EVALS)
         return _analysis.esd(model, desc["name"][0], split_fused=False,
                              min_evals=DEFAULT_MIN_EVALS)
 

@@ -117,3 +117,24 @@ def random_columns(evals, rand_first, rand_second, N: int, M: int, *, mp_method:
         out["rand_" + c] = fit[c]
     out["_rand_edge"] = fit["spike_edge"]
     return out
+
+
+def random_esd(model_or_path, layer, options=None, **kwargs) -> np.ndarray:
+    """The first shuffled draw of one layer (id or exact name), ascending, on the scale
+    ``analyze`` fits (conv2d_norm / normalize applied): the ESD that ``randomize=True`` MP-fits,
+    with the same seeds (WeightWatcher's ``get_ESD(random=True)``, seeded)."""
+    from ..analysis import _eval_scale, _plan
+    from ..options import AnalysisOptions
+    from . import prepare
+
+    opts = AnalysisOptions.build(options, **kwargs).replace(layers=(layer,), randomize=True)
+    plan = _plan(model_or_path, opts)
+    if not plan:
+        raise ValueError(f"no analysable layer {layer!r}")
+    item = plan[0]
+    mats = item.spec.load()
+    mats = list(mats) if isinstance(mats, (list, tuple)) else [mats]
+    spec_kw = {"method": "svd" if opts.method == "svd" else "gram", "precision": opts.precision}
+    rand = prepare([(item, mats, 0.0)], [(0, si) for si in range(len(mats))], mats, opts, spec_kw)["rand"]
+    scale = _eval_scale(item, opts.pool, opts.conv2d_norm, opts.normalize)
+    return np.sort(np.concatenate([e for si in range(len(mats)) for e in rand[(0, si)][0]]) * scale)
