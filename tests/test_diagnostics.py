@@ -408,6 +408,16 @@ def test_every_diagnostic_option_through_the_cli(tmp_path, capsys):
               "detX_num", "tail_mean_loc_ratio", "alpha"):
         assert list(got[c]) == pytest.approx(list(ref[c])) if got[c].dtype.kind == "f" else list(got[c]) == list(ref[c]), c
     assert list(got["num_spikes"]) == [2, 1] and list(got["num_traps"]) == [0, 1]   # a big entry: spike and trap
+    # a results file written by analyze(out=) carries every diagnostics column
+    res = tmp_path / "res.csv"
+    htsr.analyze(str(path), out=str(res), mp_fit=True, randomize=True, seed=3, fit="TPL", tail_models=True,
+                 bootstrap=20, detX=True, vectors=True, fix_fingers="clip_xmax")
+    written = __import__("pandas").read_csv(res)
+    from htsr.diagnostics import columns as diag_columns
+    assert set(diag_columns(htsr.AnalysisOptions(mp_fit=True, randomize=True, fit="TPL", tail_models=True,
+                                                 bootstrap=20, detX=True, vectors=True,
+                                                 fix_fingers="clip_xmax"))) <= set(written.columns)
+    assert list(written["num_traps"]) == list(got["num_traps"])
     out2 = tmp_path / "out2.csv"
     assert cli.main(["analyze", str(path), "--no-progress", "-q", "--out", str(out2), "--mp-fit", "ww",
                      "--fix-fingers", "clip_xmax", "--max-fingers", "3", "--finger-thresh", "0.5"]) == 0

@@ -81,7 +81,12 @@ class AnalysisOptions:
     # -- execution: how fast, not what (not fingerprinted)
     threads: int = 0
     prefetch: int = 64
+    device: str | None = None   # torch device for the exact spectra (htsr.backends.torch)
     progress: Any = field(default=None, compare=False)
+    errors: str = "raise"
+    out: Any = None
+    resume: bool = False
+    executor: Any = field(default=None, compare=False)
 
     SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
     NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
@@ -90,7 +95,7 @@ class AnalysisOptions:
                "fix_fingers", "max_fingers", "finger_thresh", "xmin_max", "xmax", "detX", "vectors",
                "base_model")
     DIAGNOSTICS = NUMERIC[NUMERIC.index("mp_fit"):]   # left out of the fingerprint at their defaults
-    EXECUTION = ("threads", "prefetch", "progress")
+    EXECUTION = ("threads", "prefetch", "device", "progress", "errors", "out", "resume", "executor")
 
     def __post_init__(self):
         fit = _FIT_ALIASES.get(self.fit, self.fit) if isinstance(self.fit, str) else self.fit
@@ -116,6 +121,18 @@ class AnalysisOptions:
             raise ValueError(f"method must be 'gram', 'svd' or 'randomized', got {self.method!r}")
         if self.method == "randomized" and not self.k:
             raise ValueError("method='randomized' needs k (the number of top eigenvalues)")
+        if self.errors not in ("raise", "row"):
+            raise ValueError(f"errors must be 'raise' or 'row', got {self.errors!r}")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out= (the results file to resume)")
+        if self.executor is not None and not callable(getattr(self.executor, "submit", None)):
+            raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), "
+                            f"got {type(self.executor).__name__}")
+        if self.device is not None and (not isinstance(self.device, str)
+                                        or self.device.split(":")[0] not in ("cpu", "cuda", "mps")):
+            raise ValueError(f"device must be None, 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+        if self.device is not None and self.method == "randomized":
+            raise ValueError("device=... runs the exact methods (gram, svd); the randomized one is native only")
         if self.ks not in ("all_points", "distinct"):
             raise ValueError(f"ks must be 'all_points' or 'distinct', got {self.ks!r}")
         if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance)
@@ -195,9 +212,10 @@ class AnalysisOptions:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
-        """Every option except ``progress`` (JSON-able: for reports and result files)."""
+        """Every option except ``progress`` and ``executor`` (JSON-able: for reports and result
+        files)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "progress"}
+                if f.name not in ("progress", "executor")}
 
 
 ProgressCallback = Callable[[int, int, int, str], None]

@@ -24,10 +24,38 @@ from . import bootstrap, detx, distances, fingers, mp, randomize, tail_models, v
 from .traps import traps
 from .fingers import as_fit
 
-__all__ = ["prepare", "refit", "unit_columns", "active", "traps", "mp", "randomize", "tail_models",
+__all__ = ["prepare", "refit", "unit_columns", "active", "columns", "traps", "mp", "randomize", "tail_models",
            "bootstrap", "fingers", "detx", "vectors", "distances"]
 
 _DRAW_FITTED, _DRAW_SECOND, _STREAM_BOOTSTRAP = 0, 1, 2
+
+
+MP_COLUMNS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max", "W_scale")
+DETX_COLUMNS = ("detX_num", "num_ERG_spikes", "ERG_gap", "detX_val", "detX_val_unrescaled")
+VECTOR_COLUMNS = tuple(f"{w}_{s}_{n}" for w in ("bulk", "tail") for s in ("mean", "var")
+                       for n in ("vec_entropy", "loc_ratio", "part_ratio"))
+
+
+def columns(opts) -> list[str]:
+    """The columns the options add to every row (announced to results files up front)."""
+    cols: list[str] = []
+    if opts.mp_fit:
+        cols += MP_COLUMNS
+    if opts.randomize:
+        cols += randomize.RAND_COLUMNS
+    if opts.fit in ("TPL", "E_TPL"):
+        cols.append("Lambda")
+    if opts.fix_fingers == "clip_xmax":
+        cols += ("num_fingers", "raw_alpha")
+    if opts.bootstrap:
+        cols.append("pl_pvalue")
+    if opts.tail_models:
+        cols += tail_models.TAIL_COLUMNS
+    if opts.detX:
+        cols += DETX_COLUMNS
+    if opts.vectors:
+        cols += VECTOR_COLUMNS
+    return cols
 
 
 def active(opts) -> bool:
