@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,10 +20,13 @@
 #include <vector>
 
 #include "htsr/batch.hpp"
+#include "htsr/bootstrap.hpp"
 #include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/powerlaw.hpp"
+#include "htsr/shuffle.hpp"
 #include "htsr/spectrum.hpp"
+#include "htsr/vectors.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -162,6 +166,20 @@ auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<
     return std::move(*result);
 }
 
+/// One MatrixView per array; an error names the matrix index.
+std::vector<MatrixView> views_of(const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes) {
+    if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
+    std::vector<MatrixView> ws;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        try {
+            ws.push_back(view_of(arrays[i], dtypes[i]));
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
+        }
+    }
+    return ws;
+}
+
 FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
                        double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads);
 
@@ -283,15 +301,7 @@ PYBIND11_MODULE(_core, m) {
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& method,
              const std::string& precision, bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed,
              int threads, const py::dict& adaptive) {
-              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
-              std::vector<MatrixView> ws;
-              for (size_t i = 0; i < arrays.size(); ++i) {
-                  try {
-                      ws.push_back(view_of(arrays[i], dtypes[i]));
-                  } catch (const std::invalid_argument& e) {
-                      throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
-                  }
-              }
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
               const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed, adaptive);
               return run_interruptible([&](const std::atomic<bool>* cancel) { return spectrum_batch(ws, o, threads, cancel); });
           },
@@ -324,6 +334,60 @@ PYBIND11_MODULE(_core, m) {
           py::arg("xs"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
+
+    // ---- diagnostics (htsr.diagnostics): shuffled spectra, bootstrap GOF, eigensystems
+    m.def("shuffled_spectrum_batch",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::vector<uint64_t>& seeds,
+             const std::string& method, const std::string& precision, int threads) {
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
+              const SpectrumOptions o = spectrum_options(method, precision, false, 0, 0, 0, 0, py::dict());
+              return run_interruptible(
+                  [&](const std::atomic<bool>* cancel) { return shuffled_spectrum_batch(ws, o, seeds, threads, cancel); });
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("seeds"), py::arg("method"), py::arg("precision"), py::arg("threads"));
+
+    m.def("shuffle_permutation", [](int64_t count, uint64_t seed) {
+              std::vector<int64_t> p = shuffle_permutation(count, seed);
+              return py::array_t<int64_t>(py::ssize_t(p.size()), p.data());
+          }, py::arg("count"), py::arg("seed"));
+
+    m.def("bootstrap_power_law",
+          [](const Doubles& x, const std::string& ks, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
+             double floor, bool small_n, bool every_position, int64_t reps, uint64_t seed, bool fixed_xmin, int threads) {
+              if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
+              const FitOptions o = fit_options(ks, std::numeric_limits<double>::quiet_NaN(), xmin_lo, xmin_hi, xmax, min_tail,
+                                               floor, small_n, every_position, false, true, 1);
+              const double* data = x.data();
+              const int64_t n = x.shape(0);
+              BootstrapResult r = run_interruptible([&](const std::atomic<bool>* cancel) {
+                  return bootstrap_power_law(data, n, o, reps, seed, fixed_xmin, threads, cancel);
+              });
+              py::dict d;
+              d["fit"] = r.fit;
+              d["p"] = r.p;
+              d["reps"] = r.reps;
+              d["valid"] = r.valid;
+              d["Ds"] = to_numpy(r.Ds);
+              return d;
+          },
+          py::arg("x"), py::arg("ks"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"), py::arg("min_tail"),
+          py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("reps"), py::arg("seed"),
+          py::arg("fixed_xmin"), py::arg("threads"));
+
+    m.def("gram_eigensystem_batch",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, int threads) {
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
+              std::vector<Eigensystem> es = run_interruptible(
+                  [&](const std::atomic<bool>* cancel) { return gram_eigensystem_batch(ws, threads, cancel); });
+              py::list out;
+              for (auto& e : es) {
+                  py::array_t<double> vec({py::ssize_t(e.M), py::ssize_t(e.M)},
+                                          {py::ssize_t(sizeof(double)), py::ssize_t(e.M * sizeof(double))}, e.vectors.data());
+                  out.append(py::make_tuple(to_numpy(e.values), vec, e.right));
+              }
+              return out;
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("threads"));
 
     m.def("orchestrate_on_cpu",
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& precision,

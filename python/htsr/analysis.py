@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import diagnostics as _diag
 from . import metrics as _metrics
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
@@ -110,6 +111,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
 
     items: list[_Item] = []
     next_id = 0
+    base = None if opts.base_model is None else _diag.distances.base_index(opts.base_model, opts.split_fused)
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
@@ -141,6 +143,8 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
                 "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
+        if base is not None:      # base_model: analyse W - W_base
+            spec = _diag.distances.delta_spec(spec, name, base)
         item = _Item(meta["layer_id"], name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))
@@ -400,6 +404,11 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
         ``ProcessPoolExecutor``): one task per matrix, which reads the matrix itself from the
         checkpoint path; ``threads`` is then each task's native thread count (0 -> 1).
 
+    Diagnostics (``htsr.diagnostics``, extra columns; README "Diagnostics beyond alpha"):
+    mp_fit / mp_method / mp_tw_level, randomize (seeded by ``seed``), fit ('PL', 'TPL',
+    'E_TPL'), tail_models, bootstrap (replicates), fix_fingers / max_fingers / finger_thresh /
+    xmin_max, xmax, detX, vectors, base_model (analyse W - W_base).
+
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
     """
     import pandas as pd
@@ -411,7 +420,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     sink = None
     if opts.out is not None:
         from .results import ResultsFile
-        extra = list(dict.fromkeys(k for it in plan for k in it.meta))  # source columns (LoRA r)
+        extra = list(dict.fromkeys([k for it in plan for k in it.meta]  # source columns (LoRA r)
+                                   + _diag.columns(opts)))               # diagnostics columns
         sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
@@ -678,6 +688,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     for (bi, si), sp, fl in zip(members, res, flops):
         spectra[(bi, si)] = sp
         spec_time[bi] += dt * fl / tot
+    pre = _diag.prepare(batch, members, mats, opts, spec_kw) if _diag.active(opts) else None
     del mats
 
     # ESDs to fit: one per pooled layer, or one per slice
@@ -701,13 +712,16 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
     fits = _fit_units(_core, fit_inputs, [batch[u[0]][0] for u in units], threads, fit_kw)
+    if pre is not None:
+        fits, fit_extra = _diag.refit(fit_inputs, fits, [(batch[u[0]][0].layer_id, u[4]) for u in units],
+                                      opts, fit_kw)
     fit_dt = (time.perf_counter() - t0) / max(len(fit_inputs), 1)
 
     rows = []
     per_item_units: dict[int, int] = {}
     for bi, *_ in units:
         per_item_units[bi] = per_item_units.get(bi, 0) + 1
-    for (bi, evs, tr, complete, sid), fit in zip(units, fits):
+    for ui, ((bi, evs, tr, complete, sid), fit) in enumerate(zip(units, fits)):
         item, _mats, t_read = batch[bi]
         s = item.spec
         meta = dict(item.meta)
@@ -716,6 +730,11 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
                                  tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
+        if pre is not None:
+            row.update(fit_extra[ui])
+            row.update(_diag.unit_columns(opts, pre, bi, range(len(evs)) if sid is None else [sid],
+                                          _eval_scale(item, pool, opts.conv2d_norm, opts.normalize),
+                                          np.sort(np.concatenate(evs)), fit, row, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
         rows.append(row)

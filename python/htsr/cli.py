@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--local-cluster", type=int, metavar="N", default=None,
                    help="start a local Dask cluster of N single-threaded worker processes "
                         "(implies --executor dask)")
+    _diagnostics_args(a)
 
     d = sub.add_parser("describe", help="list the matrices that would be analysed (no numerics)")
     selection(d)
@@ -212,12 +213,52 @@ def _selection_kwargs(ns) -> dict:
                 pool=not ns.no_pool, split_fused=not ns.no_split_fused)
 
 
+# -- diagnostics (htsr.diagnostics, issue 8): one block
+def _diagnostics_args(a):
+    d = a.add_argument_group("diagnostics (columns added to the table; see README 'Diagnostics')")
+    d.add_argument("--mp-fit", nargs="?", const="median", default=None, metavar="METHOD",
+                   choices=["median", "bema", "kn", "ww"],
+                   help="Marchenko-Pastur bulk and spikes (METHOD: median (default), bema, kn, ww)")
+    d.add_argument("--tw-level", type=float, default=0.99, metavar="P",
+                   help="Tracy-Widom level of the spike edge (0.9, 0.95, 0.99, 0.995, 0.999)")
+    d.add_argument("--randomize", action="store_true",
+                   help="element-shuffled spectra: correlation traps (rand_*, num_traps)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the shuffles and the bootstrap")
+    d.add_argument("--fit", choices=["PL", "TPL", "E_TPL"], default="PL",
+                   help="tail model of alpha: power law, truncated power law, TPL + xmin_peak")
+    d.add_argument("--tail-models", action="store_true",
+                   help="TPL/lognormal/exponential/stretched-exp fits, Vuong tests, best_fit, Hill")
+    d.add_argument("--bootstrap", type=int, default=0, metavar="REPS",
+                   help="CSN bootstrap goodness-of-fit p-value with REPS replicates (pl_pvalue)")
+    d.add_argument("--detX", action="store_true", help="det X = 1 tail criterion (detX_num, detX_val)")
+    d.add_argument("--vectors", action="store_true", help="eigenvector localization bulk/tail columns")
+    d.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"], default=None,
+                   help="refit without outlying top eigenvalues (num_fingers, raw_alpha)")
+    d.add_argument("--max-fingers", type=int, default=10, metavar="K")
+    d.add_argument("--finger-thresh", type=float, default=1.0, metavar="DALPHA")
+    d.add_argument("--xmax", default=None, metavar="-K|force",
+                   help="drop the K largest eigenvalues before fitting (-K), or 'force'")
+
+
+def _diagnostics_options(ns) -> dict:
+    xmax = ns.xmax
+    if xmax is not None and xmax != "force":
+        try:
+            xmax = int(xmax)
+        except ValueError:
+            raise _Error(f"--xmax: expected -K (an integer) or 'force', got {xmax!r}") from None
+    return dict(mp_fit=ns.mp_fit is not None, mp_method=ns.mp_fit or "median", mp_tw_level=ns.tw_level,
+                randomize=ns.randomize, seed=ns.seed, fit=ns.fit, tail_models=ns.tail_models,
+                bootstrap=ns.bootstrap, detX=ns.detX, vectors=ns.vectors, fix_fingers=ns.fix_fingers,
+                max_fingers=ns.max_fingers, finger_thresh=ns.finger_thresh, xmax=xmax)
+
+
 def _analysis_options(ns, **extra):
     """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
     from .options import AnalysisOptions
     return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k, device=ns.device,
                            normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
-                           **_selection_kwargs(ns), **extra)
+                           **_selection_kwargs(ns), **_diagnostics_options(ns), **extra)
 
 
 def _run(ns) -> int:

@@ -85,6 +85,12 @@ inline int syevd(int n, double* a, int lda, double* w) {
                                    : scipy_LAPACKE_dsyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
 }
 
+// Eigenvalues (ascending) and orthonormal eigenvectors (overwriting `a`, column j for value j)
+// of a symmetric matrix whose lower triangle is stored in `a` (one-stage ?syevd, jobz = 'V').
+inline int syevd_vectors(int n, double* a, int lda, double* w) {
+    return scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', n, a, lda, w);
+}
+
 // Singular values only (descending) of a column-major m x n matrix (destroyed). Returns info.
 inline int gesdd(int m, int n, float* a, int lda, float* s) {
     float dummy = 0;
