@@ -141,7 +141,11 @@ def _parse_cell(col: str, s: str):
     try:
         return int(s)
     except ValueError:
+        pass
+    try:
         return float(s)
+    except ValueError:
+        return s                # a text column not listed in _TEXT (e.g. best_fit)
 
 
 def _read_lines_jsonl(path: str) -> list[dict]:
