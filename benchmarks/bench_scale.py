@@ -56,18 +56,19 @@ def _load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def _shape_times(shapes, fn, clock=time.perf_counter):
-    """seconds of fn(W) per shape, on a heavy-tailed float32 W (cost is data-independent)."""
+def _shape_times(shapes, fn):
+    """(wall, CPU) seconds of fn(W) per shape, on a heavy-tailed float32 W (the cost is
+    data-independent)."""
     import numpy as np
     rng = np.random.default_rng(0)
-    out = {}
+    wall, cpu = {}, {}
     for N, M in shapes:
         W = (rng.standard_t(3, size=(N, M)) / np.sqrt(M)).astype(np.float32)
-        t0 = clock()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn(W)
-        out[(N, M)] = clock() - t0
+        wall[(N, M)], cpu[(N, M)] = time.perf_counter() - t0, time.process_time() - c0
         del W
-    return out
+    return wall, cpu
 
 
 def native_floor(shapes, precision):
@@ -76,13 +77,13 @@ def native_floor(shapes, precision):
     from threadpoolctl import threadpool_limits
     fn = lambda W: htsr.spectrum(W, precision=precision, threads=1)  # noqa: E731
     with threadpool_limits(limits=1):
-        return _shape_times(shapes, fn), _shape_times(shapes, fn, time.process_time)
+        return _shape_times(shapes, fn)
 
 
 def ww_svd_times(shapes):
     import numpy as np
     from weightwatcher.RMT_Util import svd_vals
-    return _shape_times(shapes, lambda W: svd_vals(W.astype(np.float64)))
+    return _shape_times(shapes, lambda W: svd_vals(W.astype(np.float64)))[0]
 
 
 def compare_precision(path, names):
