@@ -17,7 +17,9 @@ import pytest
 
 import htsr
 from htsr import cli
-from htsr.results import META_SUFFIX, JOURNAL_SUFFIX, read_results
+from htsr.results import JOURNAL_SUFFIX, META_SUFFIX
+
+read_results = htsr.read_results
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
 from make_checkpoint import make_checkpoint, tensors  # noqa: E402

@@ -29,6 +29,7 @@ _LAZY = {
     "summary": "metrics",
     "WeightWatcher": "compat",
     "iter_layers": "sources",
+    "read_results": "results",
 }
 
 
