@@ -148,9 +148,10 @@ def main(argv=None) -> int:
     floor = sum(per[s] * counts[s] for s in shapes) / threads
     floor_cpu = sum((c1[s] + c2[s]) / 2 * counts[s] for s in shapes)
     wall = res["wall"]
-    print(f"\n{'shape':>14} {'count':>5} {'floor s (before/after)':>24}")
+    print(f"\n{'shape':>14} {'count':>5} {'floor wall s (before/after)':>28} {'CPU s (before/after)':>22}")
     for s in shapes:
-        print(f"{s[0]:>7}x{s[1]:<6} {counts[s]:>5} {f1[s]:>11.3f} / {f2[s]:<10.3f}")
+        print(f"{s[0]:>7}x{s[1]:<6} {counts[s]:>5} {f1[s]:>13.3f} / {f2[s]:<12.3f} "
+              f"{c1[s]:>9.3f} / {c2[s]:<9.3f}")
     print(f"\nwall                 {wall:9.1f} s  ({res['rows']} rows, {res['errors']} errors)")
     print(f"native floor         {floor:9.1f} s  (sum of per-matrix Gram+eigensolve / {threads})")
     print(f"wall / floor         {wall / floor:9.2f}")
