@@ -83,7 +83,7 @@ def native_floor(shapes, precision):
 def ww_svd_times(shapes):
     import numpy as np
     from weightwatcher.RMT_Util import svd_vals
-    return _shape_times(shapes, lambda W: svd_vals(W.astype(np.float64)))[0]
+    return _shape_times(shapes, lambda W: svd_vals(W.astype(np.float64)))
 
 
 def compare_precision(path, names):
@@ -163,11 +163,16 @@ def main(argv=None) -> int:
           + (", selection only" if a.names else "") + ")")
     print(f"per B parameters     {wall / (params / 1e9):9.1f} s on {threads} threads")
     if not a.no_ww:
-        ww = ww_svd_times(shapes)
+        ww, ww_cpu = ww_svd_times(shapes)
         est = sum(ww[s] * counts[s] for s in shapes)
-        print(f"WeightWatcher est.   {est:9.1f} s  (float64 svd_vals per shape x count: "
-              + ", ".join(f"{s[0]}x{s[1]} {ww[s]:.2f}s x{counts[s]}" for s in shapes) + ")")
+        est_cpu = sum(ww_cpu[s] * counts[s] for s in shapes)
+        print(f"WeightWatcher est.   {est:9.1f} s  (float64 svd_vals per shape x count, all BLAS "
+              "threads: " + ", ".join(f"{s[0]}x{s[1]} {ww[s]:.2f}s x{counts[s]}" for s in shapes)
+              + ")")
         print(f"WW est. / wall       {est / wall:9.1f}x")
+        print(f"WW est. CPU          {est_cpu:9.1f} s  (CPU / htsr child CPU: "
+              f"{est_cpu / res['cpu']:.1f}x; on a quiet machine WeightWatcher's wall is at least "
+              f"its CPU / {threads})")
     print(f"load end: {_load()}")
     return 0
 
