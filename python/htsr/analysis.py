@@ -7,8 +7,8 @@ without numerics.
 
 Pipeline: the layer list is built from metadata only (nothing is read); a background thread
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
-analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
-analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
+analysis, and at most ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32
+data loaded and not yet analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
 place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
 and helper threads) each take the next loaded matrix and analyse it on one native thread
@@ -386,7 +386,7 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     pool: pool the rf slices of a Conv2D into one ESD (False: one row per slice, ``slice_id``).
     split_fused: split fused tensors (qkv, gate_up, MoE experts) into their logical parts.
     threads: native threads (0 = all cores).  prefetch: matrices read ahead (at least one
-        per thread; the bytes in flight are also capped at 2 x the largest matrix or 64 MiB).
+        per thread; the float32 bytes in flight are capped as described in the module docstring).
     progress: True for a bar on stderr, or ``callable(done, total, bytes_read, name)``.
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
@@ -500,11 +500,15 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
 
     The calling thread's native calls see Ctrl-C; helpers finish (and drop) their current
     matrix.  The reader holds at most ``max(prefetch, threads)`` matrices loaded ahead and
-    ``max(2 x largest matrix, 64 MiB)`` of float32 data not yet released."""
+    ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32 data not yet
+    released."""
     threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
     nworkers = max(1, min(threads, len(plan)))
     ahead = max(int(opts.prefetch), threads)
-    budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
+    # bytes loaded and not yet released: two of the largest matrices, and on many cores one
+    # median-sized matrix per worker plus one ahead (so that every worker stays fed)
+    mems = sorted(it.mem for it in plan)
+    budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], _MIN_BUDGET)
     reader = _Reader(plan, ahead, budget)
     take = threading.Lock()
     stop = threading.Event()

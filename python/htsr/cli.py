@@ -161,6 +161,8 @@ def _write(df, out: str):
         df.to_csv(out, index=False, sep="\t")
     elif ext == ".json":
         df.to_json(out, orient="records", indent=1)
+    elif ext == ".jsonl":
+        df.to_json(out, orient="records", lines=True)
     else:
         df.to_parquet(out, index=False)
 
