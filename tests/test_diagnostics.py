@@ -447,6 +447,9 @@ def test_distances_match_weightwatcher(method):
         avg, _db, ref = ww.WeightWatcher().distances(a, b, method=method)
     got_avg, got_db, got = htsr.WeightWatcher().distances(a, b, method=method)
     assert list(got["name"]) == [n for n in ref["longname"]]
+    assert list(got.index) == list(ref.index)                  # WeightWatcher's layer ids
+    one = htsr.WeightWatcher().distances(a, b, method=method, layers=[int(ref.index[1])])[2]
+    assert list(one.index) == [int(ref.index[1])]
     tol = 1e-5 if method != "cka" else 0.05    # cka: WeightWatcher's conv slices are oriented N x M
     np.testing.assert_allclose(got["delta_W"].to_numpy(float)[:2], ref["delta_W"].to_numpy(float)[:2], rtol=1e-5)
     np.testing.assert_allclose(got["delta_W"].to_numpy(float), ref["delta_W"].to_numpy(float), rtol=tol)
