@@ -151,3 +151,18 @@ def test_empty_table():
     import pandas as pd
     df = add_depth(pd.DataFrame(columns=["name"]))
     assert list(df.columns) == ["name", "block", "depth"]
+
+
+def test_analyze_adds_block_depth_and_fills_esds(tmp_path):
+    path = _write(tmp_path, _llama(2), {"model_type": "llama", "num_hidden_layers": 2})
+    esds = {}
+    df = htsr.analyze(path, esds=esds)
+    cols = list(df.columns)
+    assert cols.index("block") == cols.index("part") + 1 and cols[cols.index("block") + 1] == "depth"
+    assert _ordered(df)[0] == "model.embed_tokens" and _ordered(df)[-1] == "lm_head"
+    assert set(esds) == {(lid, None) for lid in df["layer_id"]}
+    r = df.iloc[3]
+    ev = esds[(int(r["layer_id"]), None)]
+    assert ev.shape == (r["num_evals"],) and ev[-1] == pytest.approx(r["lambda_max"], rel=1e-12)
+    # the facade keeps WeightWatcher's columns
+    assert "depth" not in htsr.WeightWatcher(str(path / "model.safetensors")).analyze().columns

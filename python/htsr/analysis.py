@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as _metrics
+from .depth import add_depth
 from .sources import prefetch_mapped_pages, release_mapped_pages
 
 __all__ = ["analyze", "describe", "esd", "LAYER_TYPES"]
@@ -380,7 +381,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             split_fused: bool = True, threads: int = 0, prefetch: int = 64, progress=None,
             ww_parity: bool = True, tolerance: float = _metrics.WEAK_RANK_LOSS_TOLERANCE,
             k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
-            _select: Callable | None = None):
+            esds: dict | None = None, _select: Callable | None = None):
     """Analyse every weight matrix of a model; returns a pandas DataFrame (one row per matrix).
 
     model_or_path: torch module, state_dict, or a path (safetensors file / sharded folder,
@@ -404,6 +405,10 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
+    esds: a dict to fill with each row's ESD (the eigenvalues fitted, float64 ascending, scaled
+        as above) keyed by ``(layer_id, slice_id)`` (``slice_id`` None when pooled), for plots.
+
+    Adds ``block`` and ``depth`` (network order, ``htsr.depth``) to the table.
 
     Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
@@ -447,7 +452,7 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
             if not batch:
                 continue
             rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, threads, pool,
-                                       conv2d_norm, normalize, ww_parity, tolerance))
+                                       conv2d_norm, normalize, ww_parity, tolerance, esds))
             items = [entry[0] for entry in batch]
             for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
                 for W in mats:
@@ -470,7 +475,11 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
         cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
     df = pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
-    return df
+    return _order_columns(add_depth(df, model_or_path))
+
+
+def _order_columns(df):
+    return df[_metrics.order_columns(df.columns)]
 
 
 def _collect(reader: _Reader, plan: list[_Item], cap: int):
@@ -520,7 +529,7 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
 
 
 def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, normalize,
-                   ww_parity, tolerance) -> list[dict]:
+                   ww_parity, tolerance, esds=None) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
     All matrices of the batch go to one ``spectrum_batch`` call (same-shape matrices together;
@@ -571,6 +580,8 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
     fit_inputs = []
     for bi, evs, _tr, _c, _sid in units:
         ev = evs[0] if len(evs) == 1 else np.sort(np.concatenate(evs))
+        if esds is not None:
+            esds[(batch[bi][0].layer_id, _sid)] = ev
         if not ww_parity and ev.size:
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))

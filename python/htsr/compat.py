@@ -38,7 +38,7 @@ DEFAULT_MIN_EVALS = 8
 DEFAULT_MAX_EVALS = 15000
 DEFAULT_MAX_N = 50000
 _LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding", "norm")
-_DROP = ("source", "stored_dtype", "part", "seconds")
+_DROP = ("source", "stored_dtype", "part", "block", "depth", "seconds")
 
 
 def _ww_columns(df):
