@@ -2,7 +2,8 @@
 
 Native kernels (C++): :func:`eigenvalues`, :func:`spectrum` and their ``_batch`` forms,
 :func:`fit_power_law` and :func:`fit_power_law_batch`. Model analysis: :func:`analyze`,
-:func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade.
+:func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade. Views:
+:func:`report` (offline HTML), :func:`compare`, :func:`monitor`; figures in ``htsr.plot``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ _LAZY = {
     "summary": "metrics",
     "WeightWatcher": "compat",
     "iter_layers": "sources",
+    "report": "report",
+    "compare": "compare",
+    "monitor": "runs",
+    "Monitor": "runs",
 }
 
 

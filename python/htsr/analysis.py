@@ -408,13 +408,18 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
     esds: a dict to fill with each row's ESD (the eigenvalues fitted, float64 ascending, scaled
         as above) keyed by ``(layer_id, slice_id)`` (``slice_id`` None when pooled), for plots.
 
-    Adds ``block`` and ``depth`` (network order, ``htsr.depth``) to the table.
+    A folder of ``checkpoint-N/`` sub-folders (a training run) gives one table with a ``step``
+    column (``htsr.runs.analyze_run``).  Adds ``block`` and ``depth`` (network order, ``htsr.depth``) to the table.
 
     Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
     import pandas as pd
     from . import core as _core
+    from . import runs as _runs
 
+    if _runs.is_run_dir(model_or_path):   # a folder of checkpoint-N/: one table with 'step'
+        kw = {k: v for k, v in locals().items() if k in _ANALYZE_OPTIONS}
+        return _runs.analyze_run(model_or_path, esds=esds, **kw)
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     if method not in ("gram", "svd", "randomized"):
@@ -476,6 +481,12 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
     df = pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
     return _order_columns(add_depth(df, model_or_path))
+
+
+_ANALYZE_OPTIONS = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names",
+                    "exclude", "normalize", "precision", "method", "ks", "conv2d_norm", "pool",
+                    "split_fused", "threads", "prefetch", "progress", "ww_parity", "tolerance",
+                    "k", "oversample", "power_iters", "seed", "_select")
 
 
 def _order_columns(df):

@@ -15,6 +15,9 @@ name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
 * ``get_ESD`` applies ``conv2d_norm`` (WeightWatcher returns the unscaled spectrum, 2x for conv);
 * fused tensors are not split (as in WeightWatcher).
 
+``plot=True`` with ``savefig`` (a folder name, or True for ``ww-img``) writes WeightWatcher's
+per-layer PNG files (``htsr.plot.save_ww_plots``); nothing is shown on screen.
+
 Options that are not implemented raise ``NotImplementedError`` naming the option when set to a
 non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
 ``plot``, ``deltas`` without ``plot``, ``sparsify`` without ``intra``, ...) are accepted.
@@ -190,7 +193,7 @@ class WeightWatcher:
         if pl_package == "ww" and (xmax == "force" or fit not in ("PL", "power_law")):
             raise ValueError("Error, params not valid: pl_package='ww' supports only fit='PL' "
                              "without xmax='force'")
-        for opt, val, default in (("plot", plot, False), ("randomize", randomize, False),
+        for opt, val, default in (("randomize", randomize, False),
                                   ("mp_fit", mp_fit, False), ("vectors", vectors, False),
                                   ("fix_fingers", fix_fingers, False), ("detX", detX, False),
                                   ("fit", fit if fit != "power_law" else "PL", "PL"),
@@ -202,11 +205,16 @@ class WeightWatcher:
         if glorot_fix:
             warnings.warn("glorot_fix has no effect (as in WeightWatcher 0.7.7)", stacklevel=2)
 
+        esds = {} if plot else None
         df = _analysis.analyze(
             model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
             conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
             precision="float64", method="gram", ks="all_points", ww_parity=True,
-            _select=_WWFilter(layers, start_ids))
+            esds=esds, _select=_WWFilter(layers, start_ids))
+        if plot and savefig:   # WeightWatcher writes its PNGs only with plot=True and savefig
+            from .plot import save_ww_plots
+            save_ww_plots(df, esds, "ww-img" if savefig is True else savefig,
+                          start_ids=start_ids, mp_fit=mp_fit, randomize=randomize, deltas=deltas)
         if start_ids:
             df["layer_id"] = df["layer_id"] + int(start_ids)
         self.details = _ww_columns(df)

@@ -28,15 +28,17 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Mapping
 
 import numpy as np
 
 __all__ = [
     "esd_loglog", "esd_linear", "esd_loglin", "fit_candidates", "randomized_esd",
-    "level_spacings", "correlation_flow", "alpha_histogram", "alpha_over_steps",
-    "layer_panel", "save_ww_figures", "shuffled_eigenvalues", "ROLE_COLORS", "WW_TAGS",
+    "level_spacings", "correlation_flow", "alpha_histogram", "alpha_over_steps", "compare_flow",
+    "layer_panel", "save_ww_figures", "save_ww_plots", "shuffled_eigenvalues", "ROLE_COLORS", "WW_TAGS",
 ]
 
+_trapz = getattr(np, "trapezoid", None) or getattr(np, "trapz")   # numpy 2 renamed it
 FLOOR = 1e-5                       # WeightWatcher's EVALS_THRESH
 _FIT_KW = dict(floor=FLOOR, small_n=True, every_position=True)
 #: colour per role family (see htsr.depth.role_family); others cycle through the tab10 greys
@@ -53,11 +55,19 @@ WW_TAGS = {"plot": ("esd", "esd2", "esd3", "esd4", "esd5"), "mp_fit": ("mpfit1",
 def _new_ax(ax, figsize=(6.0, 4.0)):
     if ax is not None:
         return ax.figure, ax
+    _need_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    fig = Figure(figsize=figsize, dpi=100)
+    fig = Figure(figsize=figsize, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)
+
+
+def _need_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("htsr.plot needs matplotlib: pip install 'htsr[plot]'") from None
 
 
 def _get(row, key, default=float("nan")):
@@ -112,7 +122,9 @@ def _title(row, what: str) -> str:
 def _logbins(lo: float, hi: float, n: int) -> np.ndarray:
     if hi <= lo:
         hi = lo * 10.0
-    return np.logspace(math.log10(lo), math.log10(hi), n + 1)
+    e = np.logspace(math.log10(lo), math.log10(hi), n + 1)
+    e[0], e[-1] = lo, hi          # exact ends: 10**log10(x) may round above x
+    return e
 
 
 def _tail_pdfs(ax, x, row, alpha, xmin, frac):
@@ -127,7 +139,7 @@ def _tail_pdfs(ax, x, row, alpha, xmin, frac):
     if ta is not None and tl is not None and tl >= 0:
         g = np.logspace(math.log10(xmin), math.log10(max(x[-1], xmin) * 10), 2000)
         w = (g / xmin) ** (-ta) * np.exp(-tl * (g - xmin))
-        z = np.trapz(w, g)
+        z = _trapz(w, g)
         if z > 0:
             ax.plot(x, frac * (x / xmin) ** (-ta) * np.exp(-tl * (x - xmin)) / z, "-",
                     color="#9467bd", lw=1.5, label=f"TPL α={ta:.2f}, λ={tl:.3g}")
@@ -427,15 +439,50 @@ def alpha_over_steps(df, *, ax=None, column: str = "alpha", max_lines: int = 400
     return fig
 
 
+def compare_flow(cmp, *, ax=None, title: str | None = None):
+    """A comparison (``htsr.compare``) by depth: alpha of the base (grey) and the other
+    (blue) table, the change d_alpha as bars on a twin axis, the flagged layers ringed red."""
+    for c in ("depth", "alpha_a", "alpha_b", "d_alpha"):
+        if c not in cmp.columns:
+            raise ValueError(f"compare_flow: the comparison has no column {c!r}")
+    fig, ax = _new_ax(ax, figsize=(9.0, 3.8))
+    d = np.asarray(cmp["depth"], dtype=np.float64)
+    o = np.argsort(d, kind="stable")
+    a, b = (np.asarray(cmp[c], dtype=np.float64) for c in ("alpha_a", "alpha_b"))
+    ax2 = ax.twinx()
+    ax2.bar(d, np.asarray(cmp["d_alpha"], dtype=np.float64), width=0.8, color="#9ecae1",
+            alpha=0.6, gid="d-alpha")
+    ax2.set_ylabel("Δα (other − base)")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot(d[o], a[o], ".-", color="#888888", lw=0.8, ms=4, label="base α", gid="alpha-a")
+    ax.plot(d[o], b[o], ".-", color="#1f77b4", lw=0.8, ms=4, label="other α", gid="alpha-b")
+    if "moved" in cmp.columns:
+        mv = np.asarray(cmp["moved"], dtype=bool)
+        ax.scatter(d[mv], b[mv], s=60, facecolors="none", edgecolors="red", lw=1.2,
+                   label="moved most", gid="moved")
+    _bands(ax)
+    y = np.concatenate([a[np.isfinite(a)], b[np.isfinite(b)]])
+    if y.size:
+        ax.set_ylim(max(0.0, min(y.min(), 2.0) - 0.3), max(y.max(), 6.0) + 0.3)
+    ax.set_xlabel("depth (network order)")
+    ax.set_ylabel("α")
+    ax.set_title(title or "alpha by depth: base vs other, and the change", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    return fig
+
+
 def layer_panel(evals, row=None, rand_evals=None, *, fig=None):
     """The report's drill-down: 2 x 2 panels (log-log ESD with fit, linear ESD with MP,
     D and alpha against xmin, randomized ESD or the log-lin histogram)."""
     if fig is None:
+        _need_matplotlib()
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        fig = Figure(figsize=(10.0, 7.0), dpi=72)
+        fig = Figure(figsize=(10.0, 7.0), dpi=72)   # fixed margins: 2x faster than a layout engine
         FigureCanvasAgg(fig)
-    axs = fig.subplots(2, 2)
+    axs = fig.subplots(2, 2, gridspec_kw=dict(left=0.08, right=0.94, bottom=0.08, top=0.95,
+                                              wspace=0.32, hspace=0.3))
     esd_loglog(evals, row, ax=axs[0, 0], title="log-log ESD, power-law fit")
     esd_linear(evals, row, ax=axs[0, 1], title="linear ESD, MP bulk")
     fit_candidates(evals, row, ax=axs[1, 0], title="D and α against xmin")
@@ -443,7 +490,6 @@ def layer_panel(evals, row=None, rand_evals=None, *, fig=None):
         randomized_esd(evals, rand_evals, row, ax=axs[1, 1], title="original vs randomized")
     else:
         esd_loglin(evals, row, ax=axs[1, 1], title="log10 λ histogram")
-    fig.tight_layout()
     return fig
 
 
@@ -460,7 +506,6 @@ def save_ww_figures(evals, row, plot_id, savedir: str = "ww-img", *, mp_fit: boo
 
     def save(fig, tag):
         p = os.path.join(savedir, f"ww.layer{plot_id}.{tag}.png")
-        fig.tight_layout()
         fig.savefig(p, metadata={"Software": None})
         out.append(p)
 
@@ -490,3 +535,22 @@ def save_ww_figures(evals, row, plot_id, savedir: str = "ww-img", *, mp_fit: boo
         save(level_spacings(evals, row, hist=True), "level-stats")
     return out
 
+
+
+def save_ww_plots(df, esds: Mapping, savedir: str = "ww-img", *, start_ids: int = 0,
+                  mp_fit: bool = False, randomize: bool = False, deltas: bool = False,
+                  rand_esds: Mapping | None = None) -> list[str]:
+    """``save_ww_figures`` for every row of an ``analyze(..., esds=esds)`` table, named as
+    WeightWatcher names them: ``plot_id`` = ``layer_id + start_ids``, ``"id:slice"`` per slice."""
+    out = []
+    for r in df.to_dict("records"):
+        sid = r.get("slice_id")
+        sid = None if sid is None or sid != sid else int(sid)
+        key = (int(r["layer_id"]), sid)
+        if key not in esds:
+            raise ValueError(f"layer '{r.get('name')}' (layer_id {key[0]}): no ESD to plot")
+        lid = key[0] + int(start_ids or 0)
+        plot_id = f"{lid}:{sid}" if sid is not None else f"{lid}"
+        out += save_ww_figures(esds[key], r, plot_id, savedir, mp_fit=mp_fit, randomize=randomize,
+                               deltas=deltas, rand_evals=(rand_esds or {}).get(key))
+    return out
