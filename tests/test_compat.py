@@ -123,7 +123,7 @@ def test_layer_filters_follow_weightwatcher(net):
 
 
 @pytest.mark.parametrize("option,value", [
-    ("plot", True), ("randomize", True), ("mp_fit", True), ("vectors", True),
+    ("randomize", True), ("mp_fit", True), ("vectors", True),
     ("fix_fingers", "clip_xmax"), ("detX", True), ("ERG", True), ("conv2d_fft", True),
     ("fft", True), ("intra", True), ("channels", "first"), ("stacked", True),
     ("peft", True), ("inverse", True), ("xmax", -1), ("pl_package", "powerlaw"),

@@ -30,7 +30,7 @@ _LAZY = {
     "WeightWatcher": "compat",
     "iter_layers": "sources",
     "report": "report",
-    "compare": "compare",
+    "compare": "comparison",
     "monitor": "runs",
     "Monitor": "runs",
 }

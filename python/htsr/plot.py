@@ -366,7 +366,7 @@ def correlation_flow(df, column: str = "alpha", *, ax=None, color_by: str = "rol
     over-trained (< 2) and under-trained (> 6) bands."""
     if column not in df.columns:
         raise ValueError(f"correlation_flow: no column {column!r} in the table")
-    fig, ax = _new_ax(ax, figsize=(9.0, 3.6))
+    fig, ax = _new_ax(ax, figsize=(8.4, 3.6))
     depth, fams = _with_places(df)
     y = np.asarray(df[column], dtype=np.float64)
     order = np.argsort(depth, kind="stable")
@@ -393,7 +393,7 @@ def alpha_histogram(df, *, ax=None, column: str = "alpha", bins: int = 30,
                     title: str | None = None):
     """Histogram of ``column`` across layers with the alpha < 2 (over-trained, red) and
     alpha > 6 (under-trained, orange) bands; failed fits (NaN) are left out and counted."""
-    fig, ax = _new_ax(ax, figsize=(5.0, 3.6))
+    fig, ax = _new_ax(ax, figsize=(4.0, 3.6))
     a = np.asarray(df[column], dtype=np.float64)
     ok = a[np.isfinite(a)]
     if ok.size:

@@ -159,6 +159,12 @@ class Monitor:
                 self.writer.flush()
         return df
 
+    def wait(self):
+        """Block until the running analysis (if any) is done; re-raises its error."""
+        busy = self._busy
+        if busy is not None:
+            busy.result()
+
     @property
     def results(self):
         import pandas as pd

@@ -252,6 +252,24 @@ def _asset(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
+def _panel_png(job) -> str:
+    from ..plot import layer_panel
+    ev, row, rv = job
+    return figure_png(layer_panel(ev, row, rv))
+
+
+def _render_panels(jobs: list, workers: int) -> list[str]:
+    """PNG data URIs of the drill-down panels, in ``workers`` forked processes when > 1
+    (matplotlib is single-threaded; each figure is independent, so the bytes are the same)."""
+    if workers > 1 and len(jobs) > 8:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        if "fork" in mp.get_all_start_methods():
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as ex:
+                return list(ex.map(_panel_png, jobs, chunksize=4))
+    return [_panel_png(j) for j in jobs]
+
+
 def _esd_for(esds, r) -> Any:
     if not esds:
         return None
@@ -263,7 +281,7 @@ def _esd_for(esds, r) -> Any:
 def report(data, other=None, path=None, *, esds: dict | None = None,
            other_esds: dict | None = None, rand_esds: dict | None = None,
            title: str | None = None, params: Mapping | None = None, figures: bool = True,
-           top: int | None = None, **analyze_kw) -> Report:
+           top: int | None = None, workers: int = 0, **analyze_kw) -> Report:
     """Build (and with ``path`` write) the HTML report; see the module docstring.
 
     ``data`` / ``other``: tables or checkpoints (``analyze_kw`` are passed to ``analyze``).
@@ -272,7 +290,8 @@ def report(data, other=None, path=None, *, esds: dict | None = None,
     ``rand_esds``: same keys, randomized eigenvalues (the panel then shows the trap plot).
     ``params``: run parameters to list (the analyze options are listed for paths).
     ``figures=False``: table only (no matplotlib needed).  ``top``: layers flagged as moved
-    in a comparison.  ``title``: page title (default: the path's base name)."""
+    in a comparison.  ``title``: page title (default: the path's base name).  ``workers``:
+    processes drawing the per-layer panels (0 = the number of cores, at most 4)."""
     from .. import __version__
     from ..depth import add_depth
 
@@ -302,8 +321,14 @@ def report(data, other=None, path=None, *, esds: dict | None = None,
                             "q/k/v/o and MLP gate/up/down and experts, the head last). Red band: "
                             "α < 2 (over-trained), orange: α > 6 (under-trained).")
     templates = []
+    jobs: list = []          # (ev, row, rand_ev) per panel; placeholders \x00P<i>\x00 in templates
+
+    def panel(ev, row, rv=None) -> str:
+        jobs.append((np.asarray(ev, dtype=np.float64), row, rv))
+        return f"\x00P{len(jobs) - 1}\x00"
+
     if other is not None:
-        from ..compare import compare
+        from ..comparison import compare
         db, other_esds, src_b = _load(other, other_esds, analyze_kw)
         cmp = compare(view, db, top=top)
         title = user_title or f"{_name(src, 'base')} vs {_name(src_b, 'other')}"
@@ -322,7 +347,7 @@ def report(data, other=None, path=None, *, esds: dict | None = None,
                 ev = _esd_for(es, rr) if rr is not None else None
                 if fig_mod is not None and ev is not None:
                     parts.append(f'<figure><figcaption>{lab}</figcaption><img alt="{lab} plots" '
-                                 f'src="{figure_png(fig_mod.layer_panel(ev, rr))}"></figure>')
+                                 f'src="{panel(ev, rr)}"></figure>')
             templates.append(f'<template id="L{i}">' + "".join(parts) + "</template>")
         overview_title = "Alpha by depth: base vs other"
     else:
@@ -343,12 +368,14 @@ def report(data, other=None, path=None, *, esds: dict | None = None,
             ev = _esd_for(esds, r)
             if fig_mod is not None and ev is not None and len(ev):
                 rv = _esd_for(rand_esds, r)
-                parts.append(f'<img alt="plots of {_esc(r.get("name", ""))}" '
-                             f'src="{figure_png(fig_mod.layer_panel(ev, r, rv))}">')
+                parts.append(f'<img alt="plots of {_esc(r.get("name", ""))}" src="{panel(ev, r, rv)}">')
             parts.append(_kv_html(r))
             templates.append(f'<template id="L{i}">' + "".join(parts) + "</template>")
         overview_title = "Alpha over training steps and by depth" if run else \
             "Correlation flow: alpha by depth"
+    if jobs:
+        uris = _render_panels(jobs, workers or min(4, os.cpu_count() or 1))
+        templates = [re.sub("\x00P(\\d+)\x00", lambda m: uris[int(m.group(1))], t) for t in templates]
     thead, tbody = _table_html(table, cols)
     only = ['<option value="over-trained">over-trained (α&lt;2)</option>',
             '<option value="under-trained">under-trained (α&gt;6)</option>',

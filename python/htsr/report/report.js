@@ -82,9 +82,10 @@
   });
   applyFilter();
 
-  /* self-check for automated browser tests: open the page with #selftest */
-  function selftest() {
-    var out = {errors: errors, images: 0, broken: [], svgs: document.querySelectorAll("svg").length,
+  /* self-check for automated browser tests: window.htsrSelfTest() resolves to a summary
+     (errors, images decoded or broken, including every drill-down's, sorting by alpha) */
+  window.htsrSelfTest = function () {
+    var out = {errors: errors.slice(), images: 0, broken: [], svgs: document.querySelectorAll("svg").length,
                templates: 0, sorted: false, rows: tbody.rows.length};
     var nav = performance.getEntriesByType ? performance.getEntriesByType("navigation")[0] : null;
     if (nav) { out.dom_ms = nav.domContentLoadedEventEnd; out.load_ms = nav.loadEventEnd; }
@@ -101,22 +102,14 @@
       sortBy(col, 1);
       var vals = Array.prototype.map.call(tbody.rows, function (tr) { return cellKey(tr, col); })
         .filter(function (v) { return v !== null; });
-      out.sorted = vals.every(function (v, i) { return i === 0 || vals[i - 1] <= v; }) && vals.length > 0;
+      out.sorted = vals.length > 0 && vals.every(function (v, i) { return i === 0 || vals[i - 1] <= v; });
       out.first_after_sort = tbody.rows[0].getAttribute("data-name");
     }
     if (tbody.rows.length) { show(tbody.rows[0]); out.detail_images = detail.querySelectorAll("img").length; }
-    Promise.all(imgs.map(function (im) {
+    return Promise.all(imgs.map(function (im) {
       return (im.decode ? im.decode() : Promise.resolve()).then(function () {
         if (!im.naturalWidth) { out.broken.push(im.getAttribute("data-from") || "page"); }
       }, function () { out.broken.push(im.getAttribute("data-from") || "page"); });
-    })).then(function () {
-      var pre = document.createElement("pre");
-      pre.id = "selftest";
-      pre.textContent = JSON.stringify(out);
-      document.body.appendChild(pre);
-    });
-  }
-  if (location.hash === "#selftest") {
-    window.addEventListener("load", function () { setTimeout(selftest, 0); });
-  }
+    })).then(function () { return out; });
+  };
 }());
