@@ -59,6 +59,9 @@ def test_analyze_columns_and_values_match_weightwatcher(minilm_path):
     ours = w.analyze()
     assert list(ours.columns) == list(theirs.columns)      # same columns, same order
     assert len(ours) == len(theirs) == 39
+    # WeightWatcher's ids and row order (a safetensors folder without index: keys sorted)
+    assert list(ours["layer_id"]) == list(theirs["layer_id"])
+    assert list(ours["longname"]) == list(theirs["longname"])
     a = ours.set_index("name").sort_index()
     b = theirs.set_index("name").sort_index()
     for c in ("alpha", "D", "xmin", "norm", "stable_rank", "entropy", "log_alpha_norm"):
@@ -81,8 +84,8 @@ def test_describe_matches_weightwatcher(net):
     assert list(ours["longname"]) == list(theirs["longname"])
     for c in ("N", "M", "rf", "num_evals", "layer_type"):
         assert list(ours[c]) == list(theirs[c]), c
-    # ids: ours are contiguous (WeightWatcher counts every torch module)
-    assert list(ours["layer_id"]) == list(range(len(ours)))
+    # ids: WeightWatcher's torch module counter (every module, containers included)
+    assert list(ours["layer_id"]) == list(theirs["layer_id"]) == [2, 4, 6, 8, 10]
     t2 = quiet(ww.WeightWatcher(model=net).describe, pool=False)
     o2 = WeightWatcher(model=net).describe(pool=False)
     assert list(o2.columns) == list(t2.columns) and len(o2) == len(t2)
@@ -101,8 +104,8 @@ def test_layer_filters_follow_weightwatcher(net):
     all_ = w.describe()
     names = list(all_["name"])
     assert names == ["features.0", "features.2", "emb", "classifier.0", "classifier.2"]
-    assert list(w.describe(layers=[1, 3])["name"]) == ["features.2", "classifier.0"]
-    assert list(w.describe(layers=[-1, -3])["name"]) == ["features.0", "emb", "classifier.2"]
+    assert list(w.describe(layers=[4, 8])["name"]) == ["features.2", "classifier.0"]
+    assert list(w.describe(layers=[-4, -8])["name"]) == ["features.0", "emb", "classifier.2"]
     assert list(w.describe(layers=["conv2d"])["name"]) == ["features.0", "features.2"]
     assert list(w.describe(layers="dense")["name"]) == ["classifier.0", "classifier.2"]
     # a name is the full path, or its last component (WeightWatcher 0.7.7's `name`)
@@ -111,15 +114,15 @@ def test_layer_filters_follow_weightwatcher(net):
     assert list(w.describe(layers=["-0", "-emb"])["name"]) == ["features.2", "classifier.2"]
     # WeightWatcher: the name filter overrides the id filter
     assert list(w.describe(layers=[0, "emb"])["name"]) == ["emb"]
-    assert list(w.describe(layers=[1], start_ids=1)["name"]) == ["features.0"]
+    assert list(w.describe(layers=[3], start_ids=1)["name"]) == ["features.0"]
     d = w.describe(start_ids=10)
-    assert list(d["layer_id"]) == list(range(10, 15))
+    assert list(d["layer_id"]) == [12, 14, 16, 18, 20]
     with pytest.raises(ValueError):
         w.describe(layers=[1, -2])
     with pytest.raises(ValueError):
         w.describe(layers=["emb", "-0"])
-    a = w.analyze(layers=[3])
-    assert list(a["layer_id"]) == [3] and list(a["name"]) == ["classifier.0"]
+    a = w.analyze(layers=[8])
+    assert list(a["layer_id"]) == [8] and list(a["name"]) == ["classifier.0"]
 
 
 @pytest.mark.parametrize("option,value", [
@@ -161,7 +164,7 @@ def test_accepted_no_op_options(net):
 
 def test_get_esd_applies_conv2d_norm(net):
     theirs = quiet(ww.WeightWatcher(model=net).get_ESD, layer=4)       # WW id of features.2
-    ours = WeightWatcher(model=net).get_ESD(layer=1)                     # htsr id of features.2
+    ours = WeightWatcher(model=net).get_ESD(layer=4)
     assert len(ours) == len(theirs) == 16 * 9
     np.testing.assert_allclose(ours, np.sort(theirs) / 2, rtol=1e-9)   # WW: unscaled (2x)
     by_name = WeightWatcher(model=net).get_ESD(layer="features.2")

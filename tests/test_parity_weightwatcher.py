@@ -85,12 +85,17 @@ def minilm_ours(minilm_path):
     return htsr.analyze(minilm_path, precision="float64")
 
 
-def test_minilm_same_matrices(minilm_ours, minilm_ww):
+def test_minilm_same_matrices(minilm_path, minilm_ours, minilm_ww):
     assert len(minilm_ours) == 39
     assert set(minilm_ours["name"]) == set(minilm_ww["name"])
     assert set(minilm_ours["name"]) == set(minilm_ww["longname"])
-    # WeightWatcher's state-dict folder order is the index / key order; ours is natural order
-    assert list(minilm_ours["layer_id"]) == list(range(39))
+    # WeightWatcher's state-dict folder order is the index / key order; ours is natural order,
+    # ids over every matrix (token_type_embeddings, 2 x 384, has an id but < min_evals)
+    every = htsr.describe(minilm_path, min_evals=0)
+    assert list(every["layer_id"]) == list(range(40))
+    ids = dict(zip(every["name"], every["layer_id"]))
+    assert list(minilm_ours["layer_id"]) == [ids[n] for n in minilm_ours["name"]]
+    assert ids["embeddings.token_type_embeddings"] not in set(minilm_ours["layer_id"])
 
 
 def test_minilm_metrics_equal(minilm_ours, minilm_ww):

@@ -26,6 +26,7 @@ _LAZY = {
     "analyze": "analysis",
     "describe": "analysis",
     "esd": "analysis",
+    "AnalysisOptions": "options",
     "summary": "metrics",
     "WeightWatcher": "compat",
     "iter_layers": "sources",

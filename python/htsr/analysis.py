@@ -10,12 +10,13 @@ then reads / converts the selected matrices (``max(prefetch, threads)`` matrices
 analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
 analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while the main thread hands batches -- as many
-matrices as the reader may hold ahead, fewer when the memory budget or the plan ends first --
-to one ``htsr.spectrum_batch`` call (parallel across matrices, largest first, one BLAS thread
-each, GIL released) and the eigenvalues to ``htsr.fit_power_law_batch``.  Each batch ends
-with a barrier, so batches are kept full rather than started with whatever happens to be
-read (on MiniLM-L6, one batch of 39 instead of three took the analysis from 122 to 112 ms).
+place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
+and helper threads) each take the next loaded matrix and analyse it on one native thread
+(``htsr.spectrum_batch`` + ``htsr.fit_power_law_batch``, GIL released): there is no barrier,
+so every core stays busy until the last matrix and the ETA is steady.  Each finished
+matrix's rows go to the results file at once (``out=``, ``htsr.results``: fsync'd,
+resumable).  With ``executor=`` the matrices are tasks on that executor instead
+(``htsr.distributed``).
 
 Column order: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
 N, M, Q, rf, num_evals, has_esd, status, warning, alpha, alpha_weighted, log_alpha_norm, D,
@@ -23,10 +24,11 @@ sigma, xmin, xmax, num_pl_spikes, norm, log_norm, spectral_norm, log_spectral_no
 lambda_max, sv_max, sv_min, stable_rank, matrix_rank, rank_loss, weak_rank_loss, entropy,
 seconds`` (WeightWatcher sorts everything after ``name`` alphabetically).
 
-Layer ids are contiguous (0, 1, 2, ...) in model order over the matrices that have at least
-``min_evals`` eigenvalues; the selection options (``layers``, ``names``, ``exclude``,
-``layer_types``, ``max_evals``, ``max_N``) keep the ids, so a filtered table has gaps but the
-same id always names the same matrix.  WeightWatcher's ids are framework counters (every torch
+Layer ids are contiguous (0, 1, 2, ...) in model order over every analysable matrix (dense,
+conv1d, conv2d, embedding; any size) and depend on no option but ``split_fused`` (which decides
+what a matrix is); the selection options (``layers``, ``names``, ``exclude``, ``layer_types``,
+``min_evals``, ``max_evals``, ``max_N``) and ``pool`` keep the ids, so a filtered table has gaps
+but the same id always names the same matrix.  WeightWatcher's ids are framework counters (every torch
 module, every ``.weight`` key), sparse and different for a module and its state_dict.
 """
 from __future__ import annotations
@@ -45,11 +47,11 @@ import numpy as np
 
 from . import metrics as _metrics
 from .depth import add_depth
+from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
 
-__all__ = ["analyze", "describe", "esd", "LAYER_TYPES"]
+__all__ = ["analyze", "describe", "esd", "AnalysisOptions", "LAYER_TYPES"]
 
-LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding")
 _MIN_BUDGET = 64 << 20
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -80,17 +82,9 @@ def _row_name(spec) -> str:
     return name
 
 
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, (str, bytes, int, np.integer, re.Pattern)):
-        return [x]
-    return list(x)
-
-
 def _compile(patterns) -> list:
     out = []
-    for p in _as_list(patterns):
+    for p in patterns:
         if isinstance(p, re.Pattern):
             out.append(p)
         else:
@@ -101,40 +95,34 @@ def _compile(patterns) -> list:
     return out
 
 
-def _plan(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None,
-          layer_types=None, names=None, exclude=None, pool=True, split_fused=True,
-          select: Callable | None = None) -> list[_Item]:
+def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) -> list[_Item]:
+    """The matrices to analyse, from metadata only (nothing is read)."""
     from .sources import iter_layers
 
     keep_ids, keep_names = set(), set()
-    for x in _as_list(layers):
-        if isinstance(x, (bool, np.bool_)):
-            raise TypeError(f"layers: expected ints (layer ids) or strings (names), got {x!r}")
-        if isinstance(x, (int, np.integer)):
-            keep_ids.add(int(x))
-        elif isinstance(x, str):
+    for x in opts.layers:
+        if isinstance(x, str):
             keep_names.add(x)
         else:
-            raise TypeError(f"layers: expected ints (layer ids) or strings (names), got {x!r}")
-    types = {str(t).lower() for t in _as_list(layer_types)}
-    bad = types - set(LAYER_TYPES)
-    if bad:
-        raise ValueError(f"unknown layer type(s) {sorted(bad)}; expected one of {list(LAYER_TYPES)}")
-    inc, exc = _compile(names), _compile(exclude)
-    min_evals = int(min_evals or 0)
+            keep_ids.add(int(x))
+    types = set(opts.layer_types)
+    inc, exc = _compile(opts.names), _compile(opts.exclude)
+    min_evals, max_evals, max_N, pool = int(opts.min_evals or 0), opts.max_evals, opts.max_N, opts.pool
 
     items: list[_Item] = []
     next_id = 0
-    for spec in iter_layers(model_or_path, split_fused=split_fused, conv2d_slices=True):
+    for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
             continue
         M, N, rf = int(spec.M), int(spec.N), int(spec.rf)
-        n_ev = M if (not pool) else M * rf
-        if n_ev < min_evals or M == 0:
+        if M == 0:
             continue
-        layer_id = next_id
+        layer_id = next_id          # every analysable matrix gets an id, whatever the options
         next_id += 1
+        n_ev = M if (not pool) else M * rf
+        if n_ev < min_evals:
+            continue
         name = _row_name(spec)
         if keep_ids or keep_names:
             if layer_id not in keep_ids and name not in keep_names:
@@ -152,9 +140,9 @@ def _plan(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
                 "stored_dtype": str(spec.stored_dtype)}
-        if select is not None and not select(meta):
+        if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
-        item = _Item(layer_id, name, spec, meta=meta)
+        item = _Item(meta["layer_id"], name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))
         items.append(item)
@@ -164,28 +152,19 @@ def _plan(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None
 # --------------------------------------------------------------------------------------------
 # describe
 # --------------------------------------------------------------------------------------------
-_NUMERIC_OPTIONS = {"normalize", "precision", "method", "ks", "conv2d_norm", "threads",
-                    "prefetch", "progress", "ww_parity", "tolerance", "k", "oversample",
-                    "power_iters", "seed"}
-
-
-def describe(model_or_path, *, layers=None, min_evals=8, max_evals=None, max_N=None,
-             layer_types=None, names=None, exclude=None, pool=True, split_fused=True,
-             _select: Callable | None = None, **numeric_options):
+def describe(model_or_path, options: AnalysisOptions | None = None, *,
+             _select: Callable | None = None, **kwargs):
     """The layers ``analyze`` would analyse, without reading any weights.
 
     Columns: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
     N, M, Q, rf, num_evals``; one row per matrix (per Conv2D slice with ``pool=False``).
-    Accepts (and ignores) analyze's numeric options so the same keywords can be passed.
+    Takes the same options as ``analyze`` (the numeric ones are accepted and ignored).
     """
     import pandas as pd
 
-    unknown = set(numeric_options) - _NUMERIC_OPTIONS
-    if unknown:
-        raise TypeError(f"describe() got unexpected keyword argument(s) {sorted(unknown)}")
-    plan = _plan(model_or_path, layers=layers, min_evals=min_evals, max_evals=max_evals,
-                 max_N=max_N, layer_types=layer_types, names=names, exclude=exclude, pool=pool,
-                 split_fused=split_fused, select=_select)
+    opts = AnalysisOptions.build(options, **kwargs)
+    pool = opts.pool
+    plan = _plan(model_or_path, opts, select=_select)
     rows = []
     for it in plan:
         s = it.spec
@@ -216,7 +195,11 @@ class _StderrBar:
             return
         self.last = now
         el = now - self.t0
-        eta = el / done * (self.total - done) if done else float("nan")
+        # ETA by bytes read (~ matrix sizes), not matrix count: steady when sizes vary
+        if self.total_bytes and nbytes:
+            eta = el / nbytes * (self.total_bytes - nbytes)
+        else:
+            eta = el / done * (self.total - done) if done else float("nan")
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(24 * frac)
         sys.stderr.write(f"\rhtsr |{bar:<24}| {done}/{self.total} matrices, "
@@ -229,16 +212,22 @@ class _StderrBar:
 
 
 class _TqdmBar:
+    """tqdm over the bytes to read (its rate and ETA follow matrix sizes, which vary 100x in
+    an LLM), matrices done as postfix."""
+
     def __init__(self, total: int, total_bytes: int):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, unit="mat", file=sys.stderr, desc="htsr",
-                        dynamic_ncols=True, leave=True)
-        self.done = 0
+        self.by_bytes = total_bytes > 0
+        self.bar = tqdm(total=total_bytes if self.by_bytes else total,
+                        unit="B" if self.by_bytes else "mat", unit_scale=self.by_bytes,
+                        file=sys.stderr, desc="htsr", dynamic_ncols=True, leave=True)
+        self.total, self.pos = total, 0
 
     def update(self, done: int, nbytes: int, name: str):
-        self.bar.set_postfix_str(f"{nbytes / 1e6:.1f} MB read", refresh=False)
-        self.bar.update(done - self.done)
-        self.done = done
+        self.bar.set_postfix_str(f"{done}/{self.total} matrices", refresh=False)
+        pos = nbytes if self.by_bytes else done
+        self.bar.update(pos - self.pos)
+        self.pos = pos
 
     def close(self):
         self.bar.close()
@@ -276,7 +265,6 @@ class _Reader:
     but not yet released (always at least one item)."""
 
     _END = object()
-    _BLOCKED = object()  # the reader waits for the main thread to take or release matrices
 
     def __init__(self, plan: list[_Item], ahead: int, budget: int):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
@@ -293,13 +281,9 @@ class _Reader:
             for idx, it in enumerate(self.plan):
                 mem = it.mem
                 with self.cond:
-                    blocked = False
                     while not self.stop.is_set() and (
                             self.ahead >= self.ahead_max
                             or (self.inflight > 0 and self.inflight + mem > self.budget)):
-                        if not blocked:  # tell _collect not to wait for more
-                            self.q.put(self._BLOCKED)
-                            blocked = True
                         self.cond.wait(0.5)
                     if self.stop.is_set():
                         return
@@ -311,6 +295,9 @@ class _Reader:
                     if not isinstance(mats, (list, tuple)):
                         mats = [mats]
                     mats = _prefetch(list(mats))
+                except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
+                    self.q.put((idx, exc, 0.0))
+                    continue
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                     self.q.put((idx, exc, 0.0))
                     return
@@ -321,7 +308,7 @@ class _Reader:
 
     def get(self, block=True):
         obj = self.q.get(block=block)
-        if obj is not self._END and obj is not self._BLOCKED:
+        if obj is not self._END:
             with self.cond:
                 self.ahead -= 1
                 self.cond.notify_all()
@@ -374,14 +361,8 @@ def _eval_scale(item: _Item, pool: bool, conv2d_norm: bool, normalize: bool) -> 
     return scale
 
 
-def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | None = None,
-            max_N: int | None = None, layer_types=None, names=None, exclude=None,
-            normalize: bool = False, precision: str = "float64", method: str = "gram",
-            ks: str = "all_points", conv2d_norm: bool = True, pool: bool = True,
-            split_fused: bool = True, threads: int = 0, prefetch: int = 64, progress=None,
-            ww_parity: bool = True, tolerance: float = _metrics.WEAK_RANK_LOSS_TOLERANCE,
-            k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
-            esds: dict | None = None, _select: Callable | None = None):
+def analyze(model_or_path, options: AnalysisOptions | None = None, *,
+            esds: dict | None = None, _select: Callable | None = None, **kwargs):
     """Analyse every weight matrix of a model; returns a pandas DataFrame (one row per matrix).
 
     model_or_path: torch module, state_dict, or a path (safetensors file / sharded folder,
@@ -389,7 +370,8 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
     layers: ids (ints) and/or exact names to keep.  names / exclude: regexes (``re.search``)
         to keep / drop.  layer_types: subset of ``('dense', 'conv1d', 'conv2d', 'embedding')``.
     min_evals: matrices with fewer eigenvalues (M*rf pooled, M per slice) are not analysed
-        and get no id.  max_evals / max_N: skip layers with more eigenvalues / a larger N
+        (they keep their id: ids do not depend on min_evals or pool).  max_evals / max_N:
+        skip layers with more eigenvalues / a larger N
         (default: analyse everything -- WeightWatcher skips M*rf > 15000 and N > 50000).
     normalize: X = W^T W / N (default False: WeightWatcher's X = W^T W).
     precision: arithmetic of the Gram / SVD ('float64' default, 'float32' ~2x faster).
@@ -405,123 +387,249 @@ def analyze(model_or_path, *, layers=None, min_evals: int = 8, max_evals: int | 
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
+    errors: 'raise' (default) -- a matrix that cannot be analysed (NaN/Inf weights, unreadable
+        data, a native error) raises ValueError naming the layer and its file; 'row' -- it gets
+        a row with ``status='error'`` and ``message``, metrics NaN, and the run goes on (the
+        CLI's choice).  Header problems (unknown dtype, truncated shard) are found while the
+        layer list is built, before anything is computed, and always raise.
+    out: a results file (.csv, .tsv, .jsonl, .json, .parquet) that receives each matrix's row
+        as soon as it is done (``htsr.results``); the table returned is then read back from it.
+    resume: with ``out``: skip the matrices already in the file (refused when it was written
+        with different numeric options, ``AnalysisOptions.fingerprint``).
+    executor: a ``concurrent.futures.Executor`` (e.g. a Dask client's ``get_executor()``, a
+        ``ProcessPoolExecutor``): one task per matrix, which reads the matrix itself from the
+        checkpoint path; ``threads`` is then each task's native thread count (0 -> 1).
+
     esds: a dict to fill with each row's ESD (the eigenvalues fitted, float64 ascending, scaled
         as above) keyed by ``(layer_id, slice_id)`` (``slice_id`` None when pooled), for plots.
 
-    A folder of ``checkpoint-N/`` sub-folders (a training run) gives one table with a ``step``
-    column (``htsr.runs.analyze_run``).  Adds ``block`` and ``depth`` (network order, ``htsr.depth``) to the table.
+    options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
 
-    Raises ValueError naming the layer and its source file for NaN/Inf weights.
+    A folder of ``checkpoint-N/`` sub-folders (a training run) gives one table with a ``step``
+    column (``htsr.runs.analyze_run``).  The table has ``block`` and ``depth`` (``htsr.depth``).
     """
     import pandas as pd
-    from . import core as _core
     from . import runs as _runs
 
-    if _runs.is_run_dir(model_or_path):   # a folder of checkpoint-N/: one table with 'step'
-        kw = {k: v for k, v in locals().items() if k in _ANALYZE_OPTIONS}
-        return _runs.analyze_run(model_or_path, esds=esds, **kw)
-    if precision not in ("float32", "float64"):
-        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
-    if method not in ("gram", "svd", "randomized"):
-        raise ValueError(f"method must be 'gram', 'svd' or 'randomized', got {method!r}")
-    if method == "randomized" and not k:
-        raise ValueError("method='randomized' needs k (the number of top eigenvalues)")
+    if _runs.is_run_dir(model_or_path):
+        return _runs.analyze_run(model_or_path, options, esds=esds, _select=_select, **kwargs)
+    opts = AnalysisOptions.build(options, **kwargs)
+    if esds is not None:
+        opts = opts.replace(keep_esds=True)
+    pool = opts.pool
+    plan = _plan(model_or_path, opts, select=_select)
 
-    plan = _plan(model_or_path, layers=layers, min_evals=min_evals, max_evals=max_evals,
-                 max_N=max_N, layer_types=layer_types, names=names, exclude=exclude, pool=pool,
-                 split_fused=split_fused, select=_select)
+    sink = None
+    if opts.out is not None:
+        from .results import ResultsFile
+        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
-    update, close_bar = _make_progress(progress, len(plan), total_bytes)
-
-    spec_kw: dict[str, Any] = {"method": method, "precision": precision}
-    if method == "randomized":
-        spec_kw.update(k=int(k), oversample=oversample, power_iters=power_iters, seed=seed)
-    fit_kw: dict[str, Any] = {"ks": ks}
-    if ww_parity:
-        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
-
-    rows: list[dict] = []
-    done, bytes_read = 0, 0
-    if plan:
-        # read ahead at least one matrix per native thread, so a batch can keep them all busy;
-        # bytes in flight: two of the largest matrices (or 64 MiB of small ones)
-        ahead = max(int(prefetch), threads if threads > 0 else (os.cpu_count() or 1))
-        budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
-        reader = _Reader(plan, ahead, budget)
-    else:
-        reader = None
+    update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
+    emit = _Emitter(sink, update)
     try:
-        finished = reader is None
-        while not finished:
-            batch, finished = _collect(reader, plan, ahead)
-            if not batch:
-                continue
-            rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, threads, pool,
-                                       conv2d_norm, normalize, ww_parity, tolerance, esds))
-            items = [entry[0] for entry in batch]
-            for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
-                for W in mats:
-                    release_mapped_pages(W)
-            del batch, mats                # drop the matrices before releasing their budget
-            for item in items:
-                reader.release(item.mem)
-                done += 1
-                bytes_read += int(getattr(item.spec, "nbytes", 0) or 0)
-                if update is not None:
-                    update(done, bytes_read, item.name)
+        if plan and opts.executor is not None:
+            from .distributed import run_on_executor
+            run_on_executor(model_or_path, plan, opts, emit)
+        elif plan:
+            _stream(plan, opts, _ItemWork(opts), emit)
     finally:
-        if reader is not None:
-            reader.close()
+        emit.close()
         if close_bar is not None:
             close_bar()
-
-    cols_seen = list(rows[0].keys()) if rows else []
+        if sink is not None:
+            sink.close()
+    if esds is not None:
+        esds.update(emit.esds)
+    if sink is not None:
+        return _with_depth(sink.finish(), model_or_path)
+    rows = sorted(emit.rows, key=lambda r: (r["layer_id"], r.get("slice_id", -1)))
+    cols_seen = list(dict.fromkeys(c for r in rows for c in r)) if rows else []
     if not rows:
         cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
-    df = pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
-    return _order_columns(add_depth(df, model_or_path))
+    return _with_depth(pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen)), model_or_path)
 
 
-_ANALYZE_OPTIONS = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names",
-                    "exclude", "normalize", "precision", "method", "ks", "conv2d_norm", "pool",
-                    "split_fused", "threads", "prefetch", "progress", "ww_parity", "tolerance",
-                    "k", "oversample", "power_iters", "seed", "_select")
-
-
-def _order_columns(df):
+def _with_depth(df, source):
+    """``block`` and ``depth`` (network order, ``htsr.depth``) in their column places."""
+    df = add_depth(df, source)
     return df[_metrics.order_columns(df.columns)]
 
 
-def _collect(reader: _Reader, plan: list[_Item], cap: int):
-    """The next batch: ``cap`` items, or fewer when the reader is held by its memory budget or
-    the plan ends -> (batch, finished).  Full batches keep every native thread busy (the
-    matrices of a batch are scheduled largest first; a batch ends with a barrier).
-    A function of its own so no reference to a matrix outlives it."""
-    got = []
-    while len(got) < cap:
-        obj = reader.get(block=True)
-        if obj is _Reader._BLOCKED:
-            if got:
-                break
-            continue
-        got.append(obj)
-        if obj is _Reader._END:
-            break
-    batch, finished = [], False
-    for obj in got:
-        if obj is _Reader._END:
-            finished = True
-            continue
-        idx, payload, t_read = obj
-        item = plan[idx]
-        if isinstance(payload, BaseException):
-            if isinstance(payload, (KeyboardInterrupt, SystemExit, FileNotFoundError,
-                                    MemoryError)):
-                raise payload
-            raise _layer_error(item, payload) from payload
-        batch.append((item, payload, t_read))
-    return batch, finished
+def _not_done(plan: list[_Item], done: set) -> list[_Item]:
+    """The plan without the items whose rows are all in ``done`` (keys of ``results.row_key``)."""
+    if not done:
+        return plan
+    out = []
+    for it in plan:
+        s = it.spec
+        base = (it.name, int(s.N), int(s.M), int(s.rf))
+        sids = it.slice_ids if it.slice_ids is not None else [-1]
+        if not all(base + (sid,) in done for sid in sids):
+            out.append(it)
+    return out
+
+
+class _Emitter:
+    """Receives each finished item's rows (from any worker thread): keeps them, appends them
+    to the results file (durably) and moves the progress bar.  After ``close`` (the run
+    ended or was interrupted) late rows from a helper thread are dropped."""
+
+    def __init__(self, sink, update):
+        self.sink, self.update = sink, update
+        self.rows: list[dict] = []
+        self.esds: dict = {}            # (layer_id, slice_id) -> ESD, from keep_esds rows
+        self.lock = threading.Lock()
+        self.done, self.bytes_read, self.closed = 0, 0, False
+
+    def __call__(self, item: _Item, rows: list[dict], nbytes: int | None = None):
+        with self.lock:
+            if self.closed:
+                return
+            for r in rows:
+                if "_esd" in r:
+                    self.esds[(r["layer_id"], r.get("slice_id"))] = r.pop("_esd")
+            self.rows.extend(rows)
+            if self.sink is not None:
+                self.sink.append(rows)
+            self.done += 1
+            self.bytes_read += int(nbytes if nbytes is not None
+                                   else getattr(item.spec, "nbytes", 0) or 0)
+            if self.update is not None:
+                self.update(self.done, self.bytes_read, item.name)
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+
+
+def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emitter):
+    """Analyse the plan with no barrier: ``threads`` workers (the calling thread and
+    ``threads - 1`` helper threads) each take the next matrix the reader has loaded, analyse it
+    on one native thread (``work``) and emit its rows, so every core stays busy until the last
+    matrix and rows reach the results file as they finish.
+
+    The calling thread's native calls see Ctrl-C; helpers finish (and drop) their current
+    matrix.  The reader holds at most ``max(prefetch, threads)`` matrices loaded ahead and
+    ``max(2 x largest matrix, 64 MiB)`` of float32 data not yet released."""
+    threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
+    nworkers = max(1, min(threads, len(plan)))
+    ahead = max(int(opts.prefetch), threads)
+    budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
+    reader = _Reader(plan, ahead, budget)
+    take = threading.Lock()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def next_entry():
+        with take:
+            while not stop.is_set():
+                obj = reader.get(block=True)
+                if obj is _Reader._END:
+                    stop.set()       # also tells the other workers
+                    reader.q.put(obj)
+                    return None
+                return obj
+            return None
+
+    def loop():
+        while True:
+            obj = next_entry()
+            if obj is None:
+                return
+            idx, payload, t_read = obj
+            item = plan[idx]
+            try:
+                rows = work(item, payload, t_read)
+            finally:
+                if not isinstance(payload, BaseException):
+                    for W in payload:     # mapped pages of analysed matrices: not needed again
+                        release_mapped_pages(W)
+                del payload, obj          # drop the matrices before releasing their budget
+                reader.release(item.mem)
+            emit(item, rows)
+
+    def helper():
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the calling thread
+            failure.append(exc)
+            stop.set()
+            reader.q.put(_Reader._END)
+
+    helpers = [threading.Thread(target=helper, name=f"htsr-worker-{i}", daemon=True)
+               for i in range(1, nworkers)]
+    try:
+        for h in helpers:
+            h.start()
+        loop()
+        for h in helpers:
+            h.join()
+    finally:
+        stop.set()
+        reader.close()
+    if failure:
+        raise failure[0]
+
+
+_FATAL = (KeyboardInterrupt, SystemExit, FileNotFoundError, MemoryError)
+
+
+def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
+    """(spectrum_batch keywords, fit_power_law_batch keywords) of the options."""
+    spec_kw: dict[str, Any] = {"method": opts.method, "precision": opts.precision}
+    if opts.method == "randomized":
+        spec_kw.update(k=int(opts.k), oversample=opts.oversample,
+                       power_iters=opts.power_iters, seed=opts.seed)
+    fit_kw: dict[str, Any] = {"ks": opts.ks}
+    if opts.ww_parity:
+        fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    return spec_kw, fit_kw
+
+
+class _ItemWork:
+    """One item's rows: ``_process_batch`` on ``threads`` native threads (explicit, so an
+    inherited OMP_NUM_THREADS does not cap it); with ``errors='row'`` a failure (reading,
+    converting, non-finite weights, native errors) becomes an error row."""
+
+    def __init__(self, opts: AnalysisOptions, threads: int = 1):
+        from . import core as _core
+        self.core = _core
+        self.spec_kw, self.fit_kw = _native_kwargs(opts)
+        self.opts = opts.replace(threads=max(1, int(threads)), progress=None, executor=None)
+        self.errors = opts.errors
+
+    def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:
+        if isinstance(mats, BaseException):
+            if self.errors == "raise" or isinstance(mats, _FATAL):
+                if isinstance(mats, _FATAL):
+                    raise mats
+                raise _layer_error(item, mats) from mats
+            return error_rows(item, mats, t_read)
+        try:
+            return _process_batch([(item, mats, t_read)], self.core, self.spec_kw,
+                                  self.fit_kw, self.opts)
+        except Exception as exc:  # noqa: BLE001 -- an error row, or re-raised
+            if self.errors == "raise":
+                raise
+            return error_rows(item, exc, t_read)
+
+
+def error_rows(item: _Item, exc: BaseException, seconds: float = 0.0) -> list[dict]:
+    """The rows of a matrix that could not be analysed: ``status='error'``, ``message`` (the
+    exception, naming the layer and its file), metrics NaN."""
+    msg = str(exc)
+    if not msg.startswith("layer '"):
+        msg = str(_layer_error(item, exc))
+    s = item.spec
+    N, M, rf = int(s.N), int(s.M), int(s.rf)
+    base = dict(item.meta, N=N, M=M, Q=N / M if M else -1.0, rf=rf, has_esd=False)
+    base.update({c: float("nan") for c in _metrics.METRIC_COLUMNS})
+    base.update(status="error", warning="", num_pl_spikes=0, message=msg, seconds=seconds)
+    if item.slice_ids is None:
+        return [dict(base, num_evals=M * rf)]
+    return [dict(base, slice_id=sid, num_evals=M) for sid in item.slice_ids]
 
 
 def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
@@ -539,12 +647,12 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
-def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, normalize,
-                   ww_parity, tolerance, esds=None) -> list[dict]:
+def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
     All matrices of the batch go to one ``spectrum_batch`` call (same-shape matrices together;
     the native side schedules them largest first, one BLAS thread each)."""
+    threads, pool, ww_parity = opts.threads, opts.pool, opts.ww_parity
     members = [(bi, si) for bi, (_item, mats, _t) in enumerate(batch) for si in range(len(mats))]
     mats = [batch[bi][1][si] for bi, si in members]
     spectra: dict[tuple[int, int], Any] = {}
@@ -578,7 +686,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
     # ESDs to fit: one per pooled layer, or one per slice
     units = []   # (bi, slice list, scaled eval list, slice_id or None)
     for bi, (item, mats, _t) in enumerate(batch):
-        scale = _eval_scale(item, pool, conv2d_norm, normalize)
+        scale = _eval_scale(item, pool, opts.conv2d_norm, opts.normalize)
         sps = [spectra[(bi, si)] for si in range(len(mats))]
         evs = [np.asarray(sp.eigenvalues, dtype=np.float64) * scale for sp in sps]
         traces = [float(getattr(sp, "trace", np.nan)) * scale for sp in sps]
@@ -591,8 +699,6 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
     fit_inputs = []
     for bi, evs, _tr, _c, _sid in units:
         ev = evs[0] if len(evs) == 1 else np.sort(np.concatenate(evs))
-        if esds is not None:
-            esds[(batch[bi][0].layer_id, _sid)] = ev
         if not ww_parity and ev.size:
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
@@ -611,10 +717,12 @@ def _process_batch(batch, _core, spec_kw, fit_kw, threads, pool, conv2d_norm, no
         if sid is not None:
             meta["slice_id"] = sid
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
-                                 tolerance=tolerance, complete=complete, trace=tr,
+                                 tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
+        if opts.keep_esds:
+            row["_esd"] = evs[0] if len(evs) == 1 else np.sort(np.concatenate(evs))
         rows.append(row)
     return rows
 
@@ -627,8 +735,8 @@ def esd(model_or_path, layer, *, pool: bool = True, conv2d_norm: bool = True,
     With ``pool=False`` a Conv2D layer gives a list of rf per-slice arrays (x rf/2 each)."""
     from . import core as _core
 
-    plan = _plan(model_or_path, layers=[layer], min_evals=min_evals, pool=pool,
-                 split_fused=split_fused)
+    plan = _plan(model_or_path, AnalysisOptions(layers=(layer,), min_evals=min_evals, pool=pool,
+                                                split_fused=split_fused))
     if not plan:
         raise ValueError(f"no analysable layer {layer!r} in {_describe_source(model_or_path)}")
     item = plan[0]

@@ -1,7 +1,9 @@
 """``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH``, ``htsr report PATH [OTHER]``.
 
 Errors are reported as one line ``htsr: error: <message>`` on stderr with exit code 1 (2 for
-usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.
+usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.  A matrix that cannot
+be analysed (NaN weights, a corrupt shard, an unknown dtype) does not stop ``analyze``: it gets
+a row with ``status='error'`` and its message, the summary names it, and the exit code is 3.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Sequence
 
 __all__ = ["main", "build_parser"]
 
-_OUT_FORMATS = (".csv", ".tsv", ".json", ".parquet")
+_OUT_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+EXIT_ERROR_ROWS = 3
 _TABLE_COLUMNS = ["layer_id", "step", "name", "layer_type", "N", "M", "num_evals", "alpha", "D",
                   "num_pl_spikes", "log_norm", "log_spectral_norm", "stable_rank", "warning"]
 _DESCRIBE_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "rf", "num_evals", "stored_dtype"]
@@ -60,14 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-split-fused", action="store_true",
                         help="analyse fused tensors (qkv, gate_up, experts) as stored")
         sp.add_argument("--out", metavar="FILE", default=None,
-                        help="write the full table: .csv, .tsv, .json or .parquet")
+                        help="write the full table: .csv, .tsv, .json, .jsonl or .parquet "
+                             "(analyze: each row as soon as its matrix is done, fsync'd)")
 
     a = sub.add_parser("analyze", help="analyse every weight matrix and print a summary",
                        description="Analyse every weight matrix of a checkpoint: eigenvalues of "
                                    "W^T W, power-law fit of the tail, WeightWatcher metrics.")
     selection(a)
     a.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="native threads (default 0 = all cores)")
+                   help="native threads (default 0 = all cores); with --executor dask: "
+                        "each task's native threads (default 1, for one single-threaded "
+                        "worker per core)")
     a.add_argument("--precision", choices=["float32", "float64"], default="float64",
                    help="arithmetic of the Gram matrix / SVD (default float64)")
     a.add_argument("--method", choices=["gram", "svd", "randomized"], default="gram",
@@ -84,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bar on stderr (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
     a.add_argument("--quiet", "-q", action="store_true", help="do not print the table")
+    # -- long runs (issue 11): resumable results, executors
+    a.add_argument("--resume", action="store_true",
+                   help="with --out: skip the matrices already in the file (refused if it was "
+                        "written with different numeric options); error rows are retried")
+    a.add_argument("--executor", choices=["threads", "dask"], default="threads",
+                   help="threads (default: this process) or dask (per-matrix tasks on a Dask "
+                        "cluster; workers read the shards themselves)")
+    a.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="Dask scheduler address (tcp://HOST:PORT) for --executor dask")
+    a.add_argument("--local-cluster", type=int, metavar="N", default=None,
+                   help="start a local Dask cluster of N single-threaded worker processes "
+                        "(implies --executor dask)")
 
     d = sub.add_parser("describe", help="list the matrices that would be analysed (no numerics)")
     selection(d)
@@ -190,11 +208,13 @@ def _summary_text(df) -> str:
     s = summary(df)
     n = len(df)
     failed = int((df["status"] == "failed").sum()) if "status" in df else 0
+    errors = int((df["status"] == "error").sum()) if "status" in df else 0
     over = int((df["warning"] == "over-trained").sum()) if "warning" in df else 0
     under = int((df["warning"] == "under-trained").sum()) if "warning" in df else 0
     secs = float(df["seconds"].sum()) if "seconds" in df else float("nan")
     lines = [f"model summary ({n} matrices; {failed} failed fits; {over} over-trained "
-             f"(alpha<2), {under} under-trained (alpha>6))"]
+             f"(alpha<2), {under} under-trained (alpha>6)"
+             + (f"; {errors} errors" if errors else "") + ")"]
     for k, v in s.items():
         lines.append(f"  {k:<18} {v:10.4f}")
     if secs == secs:
@@ -206,6 +226,14 @@ def _selection_kwargs(ns) -> dict:
     return dict(names=ns.layers, exclude=ns.exclude, layer_types=ns.types,
                 min_evals=ns.min_evals, max_evals=ns.max_evals, max_N=ns.max_N,
                 pool=not ns.no_pool, split_fused=not ns.no_split_fused)
+
+
+def _analysis_options(ns, **extra):
+    """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
+    from .options import AnalysisOptions
+    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k,
+                           normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
+                           **_selection_kwargs(ns), **extra)
 
 
 def _run(ns) -> int:
@@ -230,11 +258,11 @@ def _run(ns) -> int:
     progress = ns.progress
     if progress is None:
         progress = sys.stderr.isatty()
-    df = analysis.analyze(path, threads=ns.threads, precision=ns.precision, method=ns.method,
-                          k=ns.k, normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
-                          progress=bool(progress), **_selection_kwargs(ns))
-    if ns.out:
-        _write(df, ns.out)
+    from .distributed import cli_executor
+    with cli_executor(ns.executor, ns.scheduler, ns.local_cluster, ns.threads) as executor:
+        df = analysis.analyze(path, _analysis_options(
+            ns, progress=bool(progress), out=ns.out, resume=ns.resume, errors="row",
+            executor=executor))
     if not ns.quiet:
         if len(df):
             print(_table(df, _TABLE_COLUMNS))
@@ -244,6 +272,13 @@ def _run(ns) -> int:
             print("no analysable matrices")
     if ns.out:
         print(f"wrote {len(df)} rows to {ns.out}")
+    errors = df[df["status"] == "error"] if "status" in df else df.iloc[:0]
+    if len(errors):
+        sys.stderr.write(f"htsr: {len(errors)} matri{'x' if len(errors) == 1 else 'ces'} "
+                         "could not be analysed:\n")
+        for msg in errors["message"]:
+            sys.stderr.write(f"  {msg}\n")
+        return EXIT_ERROR_ROWS
     return 0
 
 
@@ -261,8 +296,16 @@ def _message(exc: BaseException, path: str | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if getattr(ns, "command", None) == "analyze" and (ns.method == "randomized") != (ns.k is not None):
-        parser.error("--method randomized needs --k K, and --k goes only with it")
+    if getattr(ns, "command", None) == "analyze":
+        if (ns.method == "randomized") != (ns.k is not None):
+            parser.error("--method randomized needs --k K, and --k goes only with it")
+        if ns.resume and not ns.out:
+            parser.error("--resume needs --out FILE (the results file to resume)")
+        if ns.local_cluster is not None:
+            ns.executor = "dask"
+        if ns.executor == "dask" and (ns.scheduler is None) == (ns.local_cluster is None):
+            parser.error("--executor dask needs exactly one of --scheduler ADDRESS or "
+                         "--local-cluster N")
     debug = os.environ.get("HTSR_DEBUG", "") not in ("", "0")
     try:
         return _run(ns)

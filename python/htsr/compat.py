@@ -6,8 +6,10 @@
 itself does not) and returns frames with WeightWatcher's columns in its order (``layer_id,
 name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
 
-* layer ids are htsr's contiguous ids (+ ``start_ids``), not WeightWatcher's framework counters;
-  ``layers=[...]`` ints refer to these ids;
+* layer ids are WeightWatcher's framework counters (``htsr.compat_ids``: torch module index,
+  state_dict ``.weight`` key index, ...); ``layers=[...]`` ints refer to these ids; tensors
+  WeightWatcher does not read (``in_proj_weight``, keys without ``.weight``) are left out;
+* an empty selection gives WeightWatcher's empty frame (no rows, no columns);
 * ``name`` is the full path; a name filter matches the full path or its last component (which
   is what WeightWatcher 0.7.7 calls ``name`` for torch modules);
 * failed fits are NaN / ``''`` instead of -1 / ``'over-trained'``; pooled-conv ``sv_min`` is the
@@ -32,6 +34,7 @@ import numpy as np
 
 from . import analysis as _analysis
 from . import metrics as _metrics
+from .compat_ids import framework_ids
 
 __all__ = ["WeightWatcher"]
 
@@ -45,9 +48,14 @@ _DROP = ("source", "stored_dtype", "part", "block", "depth", "seconds")
 
 
 def _ww_columns(df):
+    """WeightWatcher's frame: rows in id order, ``layer_id, name`` then the other columns
+    sorted; no rows -> ``pd.DataFrame(columns=[])``, as WeightWatcher returns."""
+    import pandas as pd
     if len(df) == 0:
-        return df
+        logger.warning("No layers found")
+        return pd.DataFrame(columns=[])
     df = df.drop(columns=[c for c in _DROP if c in df.columns])
+    df = df.sort_values("layer_id", kind="stable").reset_index(drop=True)
     lead = ["layer_id", "name"]
     return df[lead + sorted(c for c in df.columns if c not in lead)]
 
@@ -58,9 +66,12 @@ def _not_implemented(option, value):
 
 
 class _WWFilter:
-    """WeightWatcher's ``WWLayerIterator.apply_filters`` on htsr metadata."""
+    """WeightWatcher's ``WWLayerIterator.apply_filters`` on htsr metadata.  ``id_of(meta)``
+    gives WeightWatcher's id of a row (``htsr.compat_ids``; None: WeightWatcher does not read
+    that tensor, the row is dropped); without it, htsr's id + ``start_ids``.  The row's
+    ``layer_id`` is rewritten to that id."""
 
-    def __init__(self, layers, start_ids=0):
+    def __init__(self, layers, start_ids=0, id_of=None):
         if layers is None:
             layers = []
         if isinstance(layers, np.ndarray):
@@ -84,6 +95,7 @@ class _WWFilter:
         if self.names and any(skip) and not all(skip):
             raise ValueError("can only specify a list of names to keep or a list to skip, not both")
         self.start_ids = int(start_ids or 0)
+        self.id_of = id_of
 
     @staticmethod
     def _name_in(name, names):
@@ -91,7 +103,10 @@ class _WWFilter:
 
     def __call__(self, meta) -> bool:
         skipped = False
-        lid = meta["layer_id"] + self.start_ids
+        lid = meta["layer_id"] + self.start_ids if self.id_of is None else self.id_of(meta)
+        if lid is None:
+            return False
+        meta["layer_id"] = lid
         name = meta["name"]
         if self.types:
             skipped = meta["layer_type"] not in self.types
@@ -107,6 +122,11 @@ class _WWFilter:
                 skipped = self._name_in("-" + name, self.names) or \
                     ("-" + name.rsplit(".", 1)[-1]) in self.names
         return not skipped
+
+
+def _ww_select(model, layers, start_ids) -> _WWFilter:
+    """The plan filter of a facade call: WeightWatcher's ids for ``model``, then its filters."""
+    return _WWFilter(layers, start_ids, framework_ids(model, start_ids))
 
 
 def _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_fft, fft,
@@ -210,13 +230,11 @@ class WeightWatcher:
             model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
             conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
             precision="float64", method="gram", ks="all_points", ww_parity=True,
-            esds=esds, _select=_WWFilter(layers, start_ids))
+            esds=esds, _select=_ww_select(model, layers, start_ids))
         if plot and savefig:   # WeightWatcher writes its PNGs only with plot=True and savefig
             from .plot import save_ww_plots
             save_ww_plots(df, esds, "ww-img" if savefig is True else savefig,
-                          start_ids=start_ids, mp_fit=mp_fit, randomize=randomize, deltas=deltas)
-        if start_ids:
-            df["layer_id"] = df["layer_id"] + int(start_ids)
+                          mp_fit=mp_fit, randomize=randomize, deltas=deltas)
         self.details = _ww_columns(df)
         return self.details
 
@@ -234,12 +252,7 @@ class WeightWatcher:
                       intra, channels, stacked, base_model, peft)
         df = _analysis.describe(model, min_evals=min_evals or 0, max_evals=max_evals or None,
                                 max_N=max_N, pool=pool, split_fused=False,
-                                _select=_WWFilter(layers, start_ids))
-        if start_ids:
-            df["layer_id"] = df["layer_id"] + int(start_ids)
-        if len(df) == 0:
-            logger.warning("No layers found")
-            return df
+                                _select=_ww_select(model, layers, start_ids))
         return _ww_columns(df)
 
     # ------------------------------------------------------------------ results
@@ -262,15 +275,13 @@ class WeightWatcher:
         model = self._set_model(model)
         if layer is None:
             raise ValueError("get_ESD needs layer= (an id or a name)")
-        if isinstance(layer, str):
-            desc = _analysis.describe(model, split_fused=False)
-            names = list(desc["name"])
-            if layer not in names:
-                matches = [n for n in names if n.rsplit(".", 1)[-1] == layer]
-                if not matches:
-                    raise ValueError(f"Can not find layer name {layer!r} in {len(names)} layers")
-                layer = matches[0]
-        return _analysis.esd(model, layer, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
+        desc = self.describe(model, layers=[layer])      # WeightWatcher's ids, names, defaults
+        if len(desc) == 0:
+            kind = "name" if isinstance(layer, str) else "id"
+            raise ValueError(f"Can not find layer {kind} {layer!r} among the layers describe() "
+                             "lists")
+        return _analysis.esd(model, desc["name"][0], split_fused=False,
+                             min_evals=DEFAULT_MIN_EVALS)
 
 
 def _missing_method(name):

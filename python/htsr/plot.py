@@ -537,11 +537,11 @@ def save_ww_figures(evals, row, plot_id, savedir: str = "ww-img", *, mp_fit: boo
 
 
 
-def save_ww_plots(df, esds: Mapping, savedir: str = "ww-img", *, start_ids: int = 0,
+def save_ww_plots(df, esds: Mapping, savedir: str = "ww-img", *,
                   mp_fit: bool = False, randomize: bool = False, deltas: bool = False,
                   rand_esds: Mapping | None = None) -> list[str]:
     """``save_ww_figures`` for every row of an ``analyze(..., esds=esds)`` table, named as
-    WeightWatcher names them: ``plot_id`` = ``layer_id + start_ids``, ``"id:slice"`` per slice."""
+    WeightWatcher names them: ``plot_id`` = the row's ``layer_id``, ``"id:slice"`` per slice."""
     out = []
     for r in df.to_dict("records"):
         sid = r.get("slice_id")
@@ -549,8 +549,7 @@ def save_ww_plots(df, esds: Mapping, savedir: str = "ww-img", *, start_ids: int 
         key = (int(r["layer_id"]), sid)
         if key not in esds:
             raise ValueError(f"layer '{r.get('name')}' (layer_id {key[0]}): no ESD to plot")
-        lid = key[0] + int(start_ids or 0)
-        plot_id = f"{lid}:{sid}" if sid is not None else f"{lid}"
+        plot_id = f"{key[0]}:{sid}" if sid is not None else f"{key[0]}"
         out += save_ww_figures(esds[key], r, plot_id, savedir, mp_fit=mp_fit, randomize=randomize,
                                deltas=deltas, rand_evals=(rand_esds or {}).get(key))
     return out

@@ -50,18 +50,22 @@ def is_run_dir(path) -> bool:
     return bool(checkpoint_dirs(path))
 
 
-def analyze_run(run_dir, *, esds: dict | None = None, **analyze_kw):
+def analyze_run(run_dir, options=None, *, esds: dict | None = None, **analyze_kw):
     """One table over all checkpoints of ``run_dir`` with ``step`` after ``layer_id``;
-    ``esds`` (see ``analyze``) is filled for the last checkpoint only."""
+    ``esds`` (see ``analyze``) is filled for the last checkpoint only; ``out=`` (one results
+    file per run) is refused."""
     import pandas as pd
     from .analysis import analyze
     ckpts = checkpoint_dirs(run_dir)
+    if analyze_kw.get("out") is not None or getattr(options, "out", None) is not None:
+        raise ValueError(f"{run_dir}: a run folder cannot be written to one results file (out=); "
+                         "analyze each checkpoint-N/ with its own out=")
     if not ckpts:
         raise ValueError(f"{run_dir}: no checkpoint-N sub-folders")
     frames = []
     for i, (step, path) in enumerate(ckpts):
         try:
-            df = analyze(path, esds=esds if i == len(ckpts) - 1 else None, **analyze_kw)
+            df = analyze(path, options, esds=esds if i == len(ckpts) - 1 else None, **analyze_kw)
         except ValueError as exc:
             raise ValueError(f"{path} (step {step}): {exc}") from exc
         df.insert(1, "step", step)

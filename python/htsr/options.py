@@ -1,0 +1,157 @@
+"""``AnalysisOptions``: every option of ``htsr.analyze`` in one frozen, validated object.
+
+The same object is built by ``analyze``'s keywords, the CLI, the ``WeightWatcher`` facade, and
+is carried by resumable result files and cluster tasks.  Its :meth:`fingerprint` identifies the
+options that change a row's values, so results of runs made with different options are never
+mixed; selection (which layers) and execution (threads, read-ahead, progress) are left out.
+
+Fields come in three groups (``SELECTION``, ``NUMERIC``, ``EXECUTION``); a new option is one
+field plus its name in one group.  ``AnalysisOptions.build(options, **overrides)`` is the one
+entry point: unknown names are a ``TypeError`` naming them, bad values a ``ValueError``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .metrics import WEAK_RANK_LOSS_TOLERANCE
+
+__all__ = ["AnalysisOptions", "LAYER_TYPES"]
+
+LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding")
+FINGERPRINT_VERSION = 1             # bump when a fingerprinted option changes meaning
+
+
+def _tuple(x) -> tuple:
+    if x is None:
+        return ()
+    if isinstance(x, (str, bytes, int, re.Pattern)) or not hasattr(x, "__iter__"):
+        return (x,)
+    return tuple(x)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Options of one analysis (see ``htsr.analyze`` for each meaning)."""
+
+    # -- selection: which matrices (never changes a row's values)
+    layers: tuple = ()
+    min_evals: int = 8
+    max_evals: int | None = None
+    max_N: int | None = None
+    layer_types: tuple = ()
+    names: tuple = ()
+    exclude: tuple = ()
+    # -- numerics: change the values of a row (fingerprinted)
+    pool: bool = True
+    split_fused: bool = True
+    normalize: bool = False
+    precision: str = "float64"
+    method: str = "gram"
+    ks: str = "all_points"
+    conv2d_norm: bool = True
+    ww_parity: bool = True
+    tolerance: float = WEAK_RANK_LOSS_TOLERANCE
+    k: int | None = None
+    oversample: int = 10
+    power_iters: int = 4
+    seed: int = 0
+    # -- execution: how fast, not what (not fingerprinted)
+    threads: int = 0
+    prefetch: int = 64
+    progress: Any = field(default=None, compare=False)
+    errors: str = "raise"
+    out: Any = None
+    resume: bool = False
+    executor: Any = field(default=None, compare=False)
+    keep_esds: bool = False             # rows carry their ESD to analyze(esds=...) (htsr.plot)
+
+    SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
+    NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
+               "ww_parity", "tolerance", "k", "oversample", "power_iters", "seed")
+    EXECUTION = ("threads", "prefetch", "progress", "errors", "out", "resume", "executor",
+                 "keep_esds")
+
+    def __post_init__(self):
+        for name in ("layers", "layer_types", "names", "exclude"):
+            object.__setattr__(self, name, _tuple(getattr(self, name)))
+        object.__setattr__(self, "layer_types",
+                           tuple(str(t).lower() for t in self.layer_types))
+        self._validate()
+
+    def _validate(self):
+        bad = set(self.layer_types) - set(LAYER_TYPES)
+        if bad:
+            raise ValueError(f"unknown layer type(s) {sorted(bad)}; expected one of {list(LAYER_TYPES)}")
+        for x in self.layers:
+            if isinstance(x, bool) or not isinstance(x, (int, str)) and not hasattr(x, "__index__"):
+                raise TypeError(f"layers: expected ints (layer ids) or strings (names), got {x!r}")
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
+        if self.method not in ("gram", "svd", "randomized"):
+            raise ValueError(f"method must be 'gram', 'svd' or 'randomized', got {self.method!r}")
+        if self.method == "randomized" and not self.k:
+            raise ValueError("method='randomized' needs k (the number of top eigenvalues)")
+        if self.errors not in ("raise", "row"):
+            raise ValueError(f"errors must be 'raise' or 'row', got {self.errors!r}")
+        if self.resume and self.out is None:
+            raise ValueError("resume=True needs out= (the results file to resume)")
+        if self.executor is not None and not callable(getattr(self.executor, "submit", None)):
+            raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), "
+                            f"got {type(self.executor).__name__}")
+        if self.ks not in ("all_points", "distinct"):
+            raise ValueError(f"ks must be 'all_points' or 'distinct', got {self.ks!r}")
+        if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance)
+                and self.tolerance >= 0):
+            raise ValueError(f"tolerance must be a finite number >= 0, got {self.tolerance!r}")
+        for name in ("min_evals", "threads", "prefetch", "oversample", "power_iters", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        for name in ("max_evals", "max_N", "k"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+
+    @classmethod
+    def build(cls, options: "AnalysisOptions | None" = None, **overrides) -> "AnalysisOptions":
+        """``options`` (or the defaults) with ``overrides`` applied; unknown names -> TypeError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown analysis option(s) {unknown}")
+        base = options if options is not None else cls()
+        if not isinstance(base, cls):
+            raise TypeError(f"options must be an AnalysisOptions, got {type(base).__name__}")
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    def replace(self, **overrides) -> "AnalysisOptions":
+        return self.build(self, **overrides)
+
+    def numeric(self) -> dict:
+        """The fingerprinted options as a plain dict."""
+        return {name: getattr(self, name) for name in self.NUMERIC}
+
+    def selection(self) -> dict:
+        return {name: getattr(self, name) for name in self.SELECTION}
+
+    def fingerprint(self) -> str:
+        """sha256 (first 16 hex digits) of the canonical JSON of the numeric options: equal for
+        two option sets exactly when every row they produce has the same values."""
+        payload = json.dumps({"v": FINGERPRINT_VERSION, **self.numeric()}, sort_keys=True,
+                             default=repr, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        """Every option except ``progress`` and ``executor`` (JSON-able: for reports and result
+        files)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("progress", "executor")}
+
+
+ProgressCallback = Callable[[int, int, int, str], None]

@@ -1,0 +1,122 @@
+"""Format registry and :func:`iter_layers`: a path is read by the first registered format that
+claims it (a new format = one module defining ``FORMAT`` + one line in ``FORMATS``)."""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
+from . import gguf as _gguf, numpy as _numpy, safetensors as _safetensors, torch as _torch
+from .base import Format, LayerSpec
+from .files import checkpoint_root, inside, read_json
+from .naming import Config, load_config, natural_key
+from .specs import Maker
+from .torch import mapping_entries, module_specs
+
+FORMATS: tuple[Format, ...] = (
+    _safetensors.FORMAT,
+    _torch.FORMAT,
+    _numpy.FORMAT,
+    _gguf.FORMAT,
+)
+
+
+def _pick_index(full: dict, fmt: Format) -> str | None:
+    if fmt.index is None:
+        return None
+    suffix, preferred = fmt.index
+    if preferred in full:
+        return full[preferred]
+    cands = [p for n, p in full.items() if n.endswith(suffix)]
+    return cands[0] if len(cands) == 1 else None
+
+
+def _dir_files(d: str) -> tuple[Format, list[str], str | None]:
+    names = sorted(os.listdir(d), key=natural_key)
+    full = {n: os.path.join(d, n) for n in names if os.path.isfile(os.path.join(d, n))}
+    root = checkpoint_root(d)
+    for fmt in FORMATS:
+        idx = _pick_index(full, fmt)
+        files = [p for n, p in full.items() if n.lower().endswith(fmt.suffixes)
+                 and not n.lower().startswith(fmt.skip_prefixes)]
+        if idx or files:
+            for p in files + [idx] * bool(idx):
+                inside(p, root, f"{p}: this file (a symlink?)")
+            return fmt, files, idx
+    looked = ", ".join(f.looks_for for f in FORMATS)
+    raise ValueError(f"{d}: no weight files in this directory (looked for {looked})")
+
+
+def _path_files(p: str) -> tuple[Format, list[str], str | None]:
+    """The format reading path ``p``, its weight files and index file."""
+    if os.path.isdir(p):
+        return _dir_files(p)
+    low = p.lower()
+    for fmt in FORMATS:
+        if fmt.index is not None and low.endswith(fmt.index[0]):
+            return fmt, [], p
+        if low.endswith(fmt.suffixes):
+            return fmt, [p], None
+    expected = ", ".join("/".join(f.suffixes) for f in FORMATS)
+    raise ValueError(f"{p}: unsupported weight file type (expected {expected} or a directory "
+                     "of them)")
+
+
+def _config(config, p: str | None, stored: dict | None = None) -> Config:
+    """The model config: ``config`` if given, else the one ``stored`` in the weight files, else
+    ``config.json`` beside the weights at ``p``."""
+    if config is None and stored:
+        return Config(stored, f"{p} (metadata)")
+    if config is None and p is not None:
+        d = p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
+        c = os.path.join(d, "config.json")
+        return Config(read_json(c, "config") if os.path.isfile(c) else {}, c)
+    if isinstance(config, (str, os.PathLike)):
+        c = os.fspath(config)
+        return Config(load_config(c), os.path.join(c, "config.json") if os.path.isdir(c) else c)
+    return Config(load_config(config))
+
+
+def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool = True,
+                config=None) -> Iterator[LayerSpec]:
+    """Yield a :class:`LayerSpec` for every analysable weight matrix, in model order.
+
+    ``model_or_path``: a ``torch.nn.Module``, a state_dict ``Mapping`` (torch tensors or numpy
+    arrays), or a path to a ``.safetensors`` / ``.bin`` / ``.pt`` / ``.npz`` / ``.npy`` file or
+    a directory of them.  ``split_fused``: split fused q/k/v and gate/up tensors into parts.
+    ``conv2d_slices``: Conv2D as ``kh*kw`` slices (True) or one ``(out, in*kh*kw)`` matrix.
+    ``config``: model config (dict, transformers config, or path) for fused-tensor sizes and
+    FP8 block sizes; default ``config.json`` next to the weights or a live model's ``.config``.
+
+    Headers, indexes and configs are read and validated here, at call time (a ValueError names
+    the offending file and tensor); tensor data is read only by ``LayerSpec.load()``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model_or_path, torch.nn.Module):
+        cfg = _config(config if config is not None else getattr(model_or_path, "config", None),
+                      None)
+        maker = Maker(cfg, split_fused, conv2d_slices)
+        return module_specs(model_or_path, maker)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        p = os.fspath(model_or_path)
+        if not os.path.exists(p):
+            raise FileNotFoundError(errno.ENOENT, f"no such file or directory: {p}", p)
+        fmt, files, index = _path_files(p)
+        entries = fmt.read(files, index)
+        stored = fmt.config(files, index) if fmt.config and config is None else None
+        cfg = _config(config, p, stored)
+    elif isinstance(model_or_path, Mapping):
+        entries = mapping_entries(model_or_path, "<state_dict>", sort=False)
+        cfg = _config(config, None)
+    else:
+        raise TypeError("iter_layers: expected a torch.nn.Module, a state_dict mapping or a "
+                        f"path, got {type(model_or_path).__name__}")
+    lookup = {e.key: e for e in entries}
+    maker = Maker(cfg, split_fused, conv2d_slices, lookup)
+    return _entry_specs(entries, maker)
+
+
+def _entry_specs(entries, maker) -> Iterator[LayerSpec]:
+    for e in entries:
+        yield from maker.specs(e)
