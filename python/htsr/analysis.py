@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics as _metrics
-from .depth import add_depth
+from .depth import layer_places, source_config
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
 
@@ -110,6 +110,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
     min_evals, max_evals, max_N, pool = int(opts.min_evals or 0), opts.max_evals, opts.max_N, opts.pool
 
     items: list[_Item] = []
+    every: list[tuple] = []         # (name, part, type) of every id'd matrix: for the depth
     next_id = 0
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
@@ -120,10 +121,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         layer_id = next_id          # every analysable matrix gets an id, whatever the options
         next_id += 1
+        name = _row_name(spec)
+        every.append((name, getattr(spec, "part", None), ltype))
         n_ev = M if (not pool) else M * rf
         if n_ev < min_evals:
             continue
-        name = _row_name(spec)
         if keep_ids or keep_names:
             if layer_id not in keep_ids and name not in keep_names:
                 continue
@@ -146,6 +148,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
         if not pool:
             item.slice_ids = list(range(rf))
         items.append(item)
+    # network order over every matrix with an id, so a selection keeps each matrix's depth
+    places = dict(zip((e[0] for e in every), layer_places(*zip(*every), source_config(model_or_path)))) \
+        if every else {}
+    for it in items:
+        it.meta["block"], it.meta["depth"] = places[it.name].block, places[it.name].depth
     return items
 
 
@@ -406,7 +413,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
 
     A folder of ``checkpoint-N/`` sub-folders (a training run) gives one table with a ``step``
-    column (``htsr.runs.analyze_run``).  The table has ``block`` and ``depth`` (``htsr.depth``).
+    column (``htsr.runs.analyze_run``).  ``block`` and ``depth`` (network order, ``htsr.depth``,
+    over every matrix with an id, so a selection keeps them) come from the names and config.json.
     """
     import pandas as pd
     from . import runs as _runs
@@ -442,19 +450,13 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     if esds is not None:
         esds.update(emit.esds)
     if sink is not None:
-        return _with_depth(sink.finish(), model_or_path)
+        return sink.finish()
     rows = sorted(emit.rows, key=lambda r: (r["layer_id"], r.get("slice_id", -1)))
     cols_seen = list(dict.fromkeys(c for r in rows for c in r)) if rows else []
     if not rows:
         cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
                      + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
-    return _with_depth(pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen)), model_or_path)
-
-
-def _with_depth(df, source):
-    """``block`` and ``depth`` (network order, ``htsr.depth``) in their column places."""
-    df = add_depth(df, source)
-    return df[_metrics.order_columns(df.columns)]
+    return pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
 
 
 def _not_done(plan: list[_Item], done: set) -> list[_Item]:

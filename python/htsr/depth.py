@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-__all__ = ["Place", "layer_places", "add_depth", "role_family", "ROLE_ORDER"]
+__all__ = ["Place", "layer_places", "add_depth", "source_config", "role_family", "ROLE_ORDER"]
 
 _STACK = re.compile(r"(?:^|\.)(layers|layer|h|blk|blocks|block|resblocks)\.(\d+)(?=\.|\[|$)")
 _PART = re.compile(r"\[([^\]]*)\]$")
@@ -241,12 +241,14 @@ def layer_places(names: Sequence[str], parts: Sequence[Any] | None = None,
     return [Place(*places[str(nm)], depth[str(nm)]) for nm in names]
 
 
-def _source_config(source) -> dict:
+def source_config(source) -> dict:
     """config.json next to a path (file or folder), or a live model's ``.config``; {} if none."""
     try:
         if isinstance(source, (str, os.PathLike)):
             p = os.fspath(source)
-            d = p if os.path.isdir(p) else os.path.dirname(p)
+            if not os.path.exists(p):
+                return {}
+            d = p if os.path.isdir(p) else os.path.dirname(os.path.abspath(p))
             c = os.path.join(d, "config.json")
             if os.path.isfile(c):
                 from .sources import load_config
@@ -263,7 +265,7 @@ def add_depth(df, source=None, config: Mapping | None = None):
     """``df`` with ``block`` and ``depth`` columns (in place; returned).  ``config``: dict, or
     read from ``config.json`` next to ``source`` (a path) / a live model's ``.config``."""
     if config is None and source is not None:
-        config = _source_config(source)
+        config = source_config(source)
     if len(df) == 0 or "name" not in df.columns:
         df["block"] = []
         df["depth"] = []

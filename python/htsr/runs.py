@@ -52,14 +52,17 @@ def is_run_dir(path) -> bool:
 
 def analyze_run(run_dir, options=None, *, esds: dict | None = None, **analyze_kw):
     """One table over all checkpoints of ``run_dir`` with ``step`` after ``layer_id``;
-    ``esds`` (see ``analyze``) is filled for the last checkpoint only; ``out=`` (one results
-    file per run) is refused."""
+    ``esds`` (see ``analyze``) is filled for the last checkpoint only; ``out=`` receives the
+    whole table at the end (no per-matrix streaming or ``resume`` across a run)."""
     import pandas as pd
     from .analysis import analyze
     ckpts = checkpoint_dirs(run_dir)
-    if analyze_kw.get("out") is not None or getattr(options, "out", None) is not None:
-        raise ValueError(f"{run_dir}: a run folder cannot be written to one results file (out=); "
-                         "analyze each checkpoint-N/ with its own out=")
+    out = analyze_kw.pop("out", None) or getattr(options, "out", None)
+    if analyze_kw.pop("resume", False) or getattr(options, "resume", False):
+        raise ValueError(f"{run_dir}: resume= works per checkpoint; analyze each checkpoint-N/ "
+                         "with its own out=")
+    if options is not None:
+        options = options.replace(out=None)
     if not ckpts:
         raise ValueError(f"{run_dir}: no checkpoint-N sub-folders")
     frames = []
@@ -70,7 +73,22 @@ def analyze_run(run_dir, options=None, *, esds: dict | None = None, **analyze_kw
             raise ValueError(f"{path} (step {step}): {exc}") from exc
         df.insert(1, "step", step)
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    if out is not None:
+        _write_table(table, os.fspath(out))
+    return table
+
+
+def _write_table(df, out: str):
+    ext = os.path.splitext(out)[1].lower()
+    if ext in (".csv", ".tsv"):
+        df.to_csv(out, index=False, sep="\t" if ext == ".tsv" else ",")
+    elif ext in (".json", ".jsonl"):
+        df.to_json(out, orient="records", lines=ext == ".jsonl", indent=None if ext == ".jsonl" else 1)
+    elif ext == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        raise ValueError(f"{out}: unknown table format {ext!r}")
 
 
 # ------------------------------------------------------------------------------ monitoring
