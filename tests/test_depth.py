@@ -164,5 +164,12 @@ def test_analyze_adds_block_depth_and_fills_esds(tmp_path):
     r = df.iloc[3]
     ev = esds[(int(r["layer_id"]), None)]
     assert ev.shape == (r["num_evals"],) and ev[-1] == pytest.approx(r["lambda_max"], rel=1e-12)
+    # through an executor and a results file too: rows carry their ESD, the file does not
+    from concurrent.futures import ThreadPoolExecutor
+    e2 = {}
+    with ThreadPoolExecutor(2) as ex:
+        df2 = htsr.analyze(path, esds=e2, executor=ex, out=tmp_path / "r.csv")
+    assert set(e2) == set(esds) and all(np.array_equal(e2[k], esds[k]) for k in esds)
+    assert "_esd" not in df2.columns and list(df2["depth"]) == list(df["depth"])
     # the facade keeps WeightWatcher's columns
     assert "depth" not in htsr.WeightWatcher(str(path / "model.safetensors")).analyze().columns
