@@ -366,7 +366,7 @@ def correlation_flow(df, column: str = "alpha", *, ax=None, color_by: str = "rol
     over-trained (< 2) and under-trained (> 6) bands."""
     if column not in df.columns:
         raise ValueError(f"correlation_flow: no column {column!r} in the table")
-    fig, ax = _new_ax(ax, figsize=(8.4, 3.6))
+    fig, ax = _new_ax(ax, figsize=(7.8, 3.6))
     depth, fams = _with_places(df)
     y = np.asarray(df[column], dtype=np.float64)
     order = np.argsort(depth, kind="stable")
