@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "htsr/batch.hpp"
+#include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/powerlaw.hpp"
 #include "htsr/spectrum.hpp"
@@ -160,9 +161,26 @@ auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<
     return std::move(*result);
 }
 
+FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
+                       double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads);
+
+/// Options of an adaptive randomized spectrum: {"rtol", "margin", "fit": dict of fit_options' arguments}.
+void adaptive_options(SpectrumOptions& o, const py::dict& adaptive) {
+    if (adaptive.empty()) return;
+    o.adaptive = true;
+    o.rtol = adaptive["rtol"].cast<double>();
+    o.margin = adaptive["margin"].cast<double>();
+    const py::dict f = adaptive["fit"].cast<py::dict>();
+    o.fit = fit_options(f["ks"].cast<std::string>(), f["xmin"].cast<double>(), f["xmin_lo"].cast<double>(),
+                        f["xmin_hi"].cast<double>(), f["xmax"].cast<double>(), f["min_tail"].cast<int64_t>(),
+                        f["floor"].cast<double>(), f["small_n"].cast<bool>(), f["every_position"].cast<bool>(), false,
+                        f["prune"].cast<bool>(), 1);
+}
+
 SpectrumOptions spectrum_options(const std::string& method, const std::string& precision, bool normalize, int64_t k,
-                                 int64_t oversample, int power_iters, uint64_t seed) {
+                                 int64_t oversample, int power_iters, uint64_t seed, const py::dict& adaptive) {
     SpectrumOptions o;
+    adaptive_options(o, adaptive);
     o.method = parse_method(method);
     o.precision = parse_precision(precision);
     o.normalize = normalize;
@@ -214,6 +232,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("N", &Spectrum::N)
         .def_readonly("M", &Spectrum::M)
         .def_readonly("complete", &Spectrum::complete, "False when only the top k were computed")
+        .def_property_readonly("errors", [](const Spectrum& s) { return to_numpy(s.errors); },
+                               "randomized: bound on lambda_i - value_i >= 0 per value (same order); empty for exact routes")
+        .def_readonly("k_computed", &Spectrum::k_computed, "randomized: k of the last sketch (M: adaptive ran the exact route)")
         .def("__repr__", [](const Spectrum& s) {
             return "Spectrum(N=" + std::to_string(s.N) + ", M=" + std::to_string(s.M) + ", values=" +
                    std::to_string(s.eigenvalues.size()) + (s.complete ? "" : ", top-k") + ")";
@@ -246,20 +267,20 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("spectrum",
           [](const py::array& a, const std::string& dtype, const std::string& method, const std::string& precision,
-             bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed, int threads) {
+             bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed, int threads, const py::dict& adaptive) {
               const MatrixView w = view_of(a, dtype);
-              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed, adaptive);
               py::gil_scoped_release release;
               lapack::BlasThreads blas(resolve_threads(threads, 1 << 30));
               return spectrum(w, o);
           },
           py::arg("a"), py::arg("dtype"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
-          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"), py::arg("adaptive") = py::dict());
 
     m.def("spectrum_batch",
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& method,
              const std::string& precision, bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed,
-             int threads) {
+             int threads, const py::dict& adaptive) {
               if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
               std::vector<MatrixView> ws;
               for (size_t i = 0; i < arrays.size(); ++i) {
@@ -269,11 +290,11 @@ PYBIND11_MODULE(_core, m) {
                       throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
                   }
               }
-              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed, adaptive);
               return run_interruptible([&](const std::atomic<bool>* cancel) { return spectrum_batch(ws, o, threads, cancel); });
           },
           py::arg("arrays"), py::arg("dtypes"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
-          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"), py::arg("adaptive") = py::dict());
 
     m.def("fit_power_law",
           [](const Doubles& x, const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax,
@@ -303,6 +324,23 @@ PYBIND11_MODULE(_core, m) {
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
 
+    m.def("orchestrate_on_cpu",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& precision,
+             bool normalize) {
+              std::vector<MatrixView> ws;
+              for (size_t i = 0; i < arrays.size(); ++i) ws.push_back(view_of(arrays[i], dtypes.at(i)));
+              const SpectrumOptions o = spectrum_options("gram", precision, normalize, 0, 10, 4, 0, py::dict());
+              std::vector<std::string> solvers;
+              std::vector<Spectrum> out;
+              {
+                  py::gil_scoped_release release;
+                  out = orchestrate_on_cpu(ws, o, &solvers);
+              }
+              return py::make_tuple(out, solvers);
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("precision"), py::arg("normalize"),
+          "The CUDA backend's orchestration with CPU kernels -> (spectra, solver per matrix); for tests.");
+
     m.def("build_info", [] {
         py::dict d;
         d["blas"] = std::string(scipy_openblas_get_config());
@@ -314,7 +352,12 @@ PYBIND11_MODULE(_core, m) {
         d["openmp"] = false;
         d["max_threads"] = 1;
 #endif
+#ifdef HTSR_HAVE_CUDA
+        d["cuda"] = true;
+#else
         d["cuda"] = false;
+#endif
+        d["cuda_device_visible"] = cuda_available();
         return d;
     }, "How the native core was built: BLAS/LAPACK, OpenMP, CUDA.");
 }

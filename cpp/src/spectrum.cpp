@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/randomized.hpp"
 #include "matrix_io.hpp"
@@ -174,6 +175,7 @@ namespace htsr {
 
 std::vector<Spectrum> spectrum_batch(const std::vector<MatrixView>& ws, const SpectrumOptions& options, int threads,
                                      const std::atomic<bool>* cancel) {
+    if (options.method == Method::Gram && cuda_available()) return cuda_spectrum_batch(ws, options);  // GPU visible
     std::vector<double> cost(ws.size());
     for (size_t i = 0; i < ws.size(); ++i) cost[i] = double(ws[i].N()) * double(ws[i].M()) * double(ws[i].M());
     std::vector<Spectrum> out(ws.size());

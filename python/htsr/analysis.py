@@ -141,7 +141,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
         item = _Item(meta["layer_id"], name, spec, meta=meta)
@@ -430,7 +430,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     sink = None
     if opts.out is not None:
         from .results import ResultsFile
-        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        extra = list(dict.fromkeys(k for it in plan for k in it.meta))  # source columns (LoRA r)
+        sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
     update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
@@ -587,6 +588,8 @@ def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
     fit_kw: dict[str, Any] = {"ks": opts.ks}
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    if opts.device is not None:  # exact spectra through torch (htsr.backends.torch)
+        spec_kw["device"] = opts.device
     return spec_kw, fit_kw
 
 

@@ -1,4 +1,5 @@
-"""``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH``, ``htsr report PATH [OTHER]``.
+"""``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH``, ``htsr bench`` and
+``htsr report PATH [OTHER]``.
 
 Errors are reported as one line ``htsr: error: <message>`` on stderr with exit code 1 (2 for
 usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.  A matrix that cannot
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "entropy and rank metrics left empty)")
     a.add_argument("--k", type=int, default=None, metavar="K",
                    help="number of top eigenvalues for --method randomized")
+    a.add_argument("--device", default=None, metavar="DEV",
+                   help="compute the exact spectra with torch on DEV (cpu, cuda, cuda:N, mps); "
+                        "default: the native CPU core")
     a.add_argument("--normalize", action="store_true", help="use X = W^T W / N")
     a.add_argument("--no-conv2d-norm", action="store_true",
                    help="do not scale Conv2D eigenvalues by 1/2 (WeightWatcher's conv2d_norm)")
@@ -105,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("describe", help="list the matrices that would be analysed (no numerics)")
     selection(d)
+
+    b = sub.add_parser("bench", help="time and accuracy of the spectral methods (htsr.bench)",
+                       description="Compare gram float32/float64, svd, randomized (k, q, p), adaptive "
+                                   "randomized, torch and the GPU where present against the exact "
+                                   "float64 spectrum: time, top-k relative error, change in alpha, memory.")
+    b.add_argument("path", nargs="?", metavar="PATH", help="checkpoint (one matrix per distinct shape)")
+    b.add_argument("--synthetic", nargs="+", metavar="ROWSxCOLS", help="synthetic heavy-tailed matrices")
+    b.add_argument("--kind", choices=["pareto", "spiked"], default="pareto", help="synthetic kind (default pareto)")
+    b.add_argument("--methods", nargs="+", metavar="M",
+                   help="gram32 gram64 svd32 svd64 rand[:k=K,q=Q,p=P] rand:auto torch-cpu torch-cuda "
+                        "(default: gram32 gram64 svd64 rand:k=64,q=4,p=64 rand:auto torch-cpu)")
+    b.add_argument("--max-matrices", type=int, default=8, metavar="N", help="matrices from PATH (default 8)")
+    b.add_argument("--threads", type=int, default=1, metavar="N", help="BLAS/torch threads (default 1)")
+    b.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per method, the fastest counts")
+    b.add_argument("--seed", type=int, default=0, help="seed of the synthetic matrices and sketches")
+    b.add_argument("--alpha-tol", type=float, default=1e-3, help="accuracy for the fastest-method line")
+    b.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv, PREFIX.json and PREFIX.png")
     _report_parser(sub)
     return p
 
@@ -231,7 +252,7 @@ def _selection_kwargs(ns) -> dict:
 def _analysis_options(ns, **extra):
     """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
     from .options import AnalysisOptions
-    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k,
+    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k, device=ns.device,
                            normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
                            **_selection_kwargs(ns), **extra)
 
@@ -243,7 +264,10 @@ def _run(ns) -> int:
         return _run_report(ns)
     path = ns.path
     if not os.path.exists(path):
-        raise _Error(f"{path}: no such file or directory")
+        from .sources import hub
+        if not hub.looks_like_id(path):
+            raise _Error(f"{path}: no such file or directory")
+        path = hub.resolve(path)  # a model id in the local Hugging Face cache
     _check_out(ns.out)
     from . import analysis
 
@@ -308,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--local-cluster N")
     debug = os.environ.get("HTSR_DEBUG", "") not in ("", "0")
     try:
+        if ns.command == "bench":
+            from . import bench
+            return bench.main(ns)
         return _run(ns)
     except KeyboardInterrupt:
         sys.stderr.write("htsr: interrupted\n")

@@ -64,6 +64,7 @@ class AnalysisOptions:
     # -- execution: how fast, not what (not fingerprinted)
     threads: int = 0
     prefetch: int = 64
+    device: str | None = None   # torch device for the exact spectra (htsr.backends.torch)
     progress: Any = field(default=None, compare=False)
     errors: str = "raise"
     out: Any = None
@@ -74,7 +75,7 @@ class AnalysisOptions:
     SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
     NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
                "ww_parity", "tolerance", "k", "oversample", "power_iters", "seed")
-    EXECUTION = ("threads", "prefetch", "progress", "errors", "out", "resume", "executor",
+    EXECUTION = ("threads", "prefetch", "device", "progress", "errors", "out", "resume", "executor",
                  "keep_esds")
 
     def __post_init__(self):
@@ -104,6 +105,11 @@ class AnalysisOptions:
         if self.executor is not None and not callable(getattr(self.executor, "submit", None)):
             raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), "
                             f"got {type(self.executor).__name__}")
+        if self.device is not None and (not isinstance(self.device, str)
+                                        or self.device.split(":")[0] not in ("cpu", "cuda", "mps")):
+            raise ValueError(f"device must be None, 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+        if self.device is not None and self.method == "randomized":
+            raise ValueError("device=... runs the exact methods (gram, svd); the randomized one is native only")
         if self.ks not in ("all_points", "distinct"):
             raise ValueError(f"ks must be 'all_points' or 'distinct', got {self.ks!r}")
         if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance)

@@ -95,6 +95,15 @@ inline int gesdd(int m, int n, double* a, int lda, double* s) {
     return scipy_LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', m, n, a, lda, s, &dummy, 1, &dummy, 1);
 }
 
+// Thin SVD with vectors of a column-major m x n matrix (m <= n, destroyed): s (m, descending),
+// u (m x m, ldu), vt (m x n, ldvt). Returns info.
+inline int gesdd_vectors(int m, int n, float* a, int lda, float* s, float* u, int ldu, float* vt, int ldvt) {
+    return scipy_LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+inline int gesdd_vectors(int m, int n, double* a, int lda, double* s, double* u, int ldu, double* vt, int ldvt) {
+    return scipy_LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+
 // Thin QR: overwrite the column-major m x n matrix `a` (m >= n) with the orthonormal factor Q.
 inline int orthonormalize(int m, int n, float* a, int lda, float* tau) {
     int info = scipy_LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, n, a, lda, tau);
