@@ -126,7 +126,7 @@ def test_layer_filters_follow_weightwatcher(net):
 
 
 @pytest.mark.parametrize("option,value", [
-    ("plot", True), ("conv2d_fft", True), ("fft", True), ("intra", True), ("channels", "first"),
+    ("conv2d_fft", True), ("fft", True), ("intra", True), ("channels", "first"),
     ("stacked", True), ("peft", True), ("inverse", True)])
 def test_unimplemented_options_raise(net, option, value):
     with pytest.raises(NotImplementedError, match=option):

@@ -47,6 +47,7 @@ import numpy as np
 
 from . import diagnostics as _diag
 from . import metrics as _metrics
+from .depth import layer_places, source_config
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
 
@@ -110,6 +111,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
     min_evals, max_evals, max_N, pool = int(opts.min_evals or 0), opts.max_evals, opts.max_N, opts.pool
 
     items: list[_Item] = []
+    every: list[tuple] = []         # (name, part, type) of every id'd matrix: for the depth
     next_id = 0
     base = None if opts.base_model is None else _diag.distances.base_index(opts.base_model, opts.split_fused)
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
@@ -121,10 +123,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         layer_id = next_id          # every analysable matrix gets an id, whatever the options
         next_id += 1
+        name = _row_name(spec)
+        every.append((name, getattr(spec, "part", None), ltype))
         n_ev = M if (not pool) else M * rf
         if n_ev < min_evals:
             continue
-        name = _row_name(spec)
         if keep_ids or keep_names:
             if layer_id not in keep_ids and name not in keep_names:
                 continue
@@ -149,6 +152,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
         if not pool:
             item.slice_ids = list(range(rf))
         items.append(item)
+    # network order over every matrix with an id, so a selection keeps each matrix's depth
+    places = dict(zip((e[0] for e in every), layer_places(*zip(*every), source_config(model_or_path)))) \
+        if every else {}
+    for it in items:
+        it.meta["block"], it.meta["depth"] = places[it.name].block, places[it.name].depth
     return items
 
 
@@ -366,7 +374,7 @@ def _eval_scale(item: _Item, pool: bool, conv2d_norm: bool, normalize: bool) -> 
 
 
 def analyze(model_or_path, options: AnalysisOptions | None = None, *,
-            _select: Callable | None = None, **kwargs):
+            esds: dict | None = None, _select: Callable | None = None, **kwargs):
     """Analyse every weight matrix of a model; returns a pandas DataFrame (one row per matrix).
 
     model_or_path: torch module, state_dict, or a path (safetensors file / sharded folder,
@@ -408,12 +416,23 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     mp_fit / mp_method / mp_tw_level, randomize (seeded by ``seed``), fit ('PL', 'TPL',
     'E_TPL'), tail_models, bootstrap (replicates), fix_fingers / max_fingers / finger_thresh /
     xmin_max, xmax, detX, vectors, base_model (analyse W - W_base).
+    esds: a dict to fill with each row's ESD (the eigenvalues fitted, float64 ascending, scaled
+        as above) keyed by ``(layer_id, slice_id)`` (``slice_id`` None when pooled), for plots.
 
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
+
+    A folder of ``checkpoint-N/`` sub-folders (a training run) gives one table with a ``step``
+    column (``htsr.runs.analyze_run``).  ``block`` and ``depth`` (network order, ``htsr.depth``,
+    over every matrix with an id, so a selection keeps them) come from the names and config.json.
     """
     import pandas as pd
+    from . import runs as _runs
 
+    if _runs.is_run_dir(model_or_path):
+        return _runs.analyze_run(model_or_path, options, esds=esds, _select=_select, **kwargs)
     opts = AnalysisOptions.build(options, **kwargs)
+    if esds is not None:
+        opts = opts.replace(keep_esds=True)
     pool = opts.pool
     plan = _plan(model_or_path, opts, select=_select)
 
@@ -439,6 +458,8 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
             close_bar()
         if sink is not None:
             sink.close()
+    if esds is not None:
+        esds.update(emit.esds)
     if sink is not None:
         return sink.finish()
     rows = sorted(emit.rows, key=lambda r: (r["layer_id"], r.get("slice_id", -1)))
@@ -471,6 +492,7 @@ class _Emitter:
     def __init__(self, sink, update):
         self.sink, self.update = sink, update
         self.rows: list[dict] = []
+        self.esds: dict = {}            # (layer_id, slice_id) -> ESD, from keep_esds rows
         self.lock = threading.Lock()
         self.done, self.bytes_read, self.closed = 0, 0, False
 
@@ -478,6 +500,9 @@ class _Emitter:
         with self.lock:
             if self.closed:
                 return
+            for r in rows:
+                if "_esd" in r:
+                    self.esds[(r["layer_id"], r.get("slice_id"))] = r.pop("_esd")
             self.rows.extend(rows)
             if self.sink is not None:
                 self.sink.append(rows)
@@ -741,6 +766,8 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
                                           np.sort(np.concatenate(evs)), fit, row, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
+        if opts.keep_esds:
+            row["_esd"] = evs[0] if len(evs) == 1 else np.sort(np.concatenate(evs))
         rows.append(row)
     return rows
 

@@ -1,4 +1,5 @@
-"""``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH`` and ``htsr bench``.
+"""``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH``, ``htsr bench`` and
+``htsr report PATH [OTHER]``.
 
 Errors are reported as one line ``htsr: error: <message>`` on stderr with exit code 1 (2 for
 usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.  A matrix that cannot
@@ -16,7 +17,7 @@ __all__ = ["main", "build_parser"]
 
 _OUT_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 EXIT_ERROR_ROWS = 3
-_TABLE_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "num_evals", "alpha", "D",
+_TABLE_COLUMNS = ["layer_id", "step", "name", "layer_type", "N", "M", "num_evals", "alpha", "D",
                   "num_pl_spikes", "log_norm", "log_spectral_norm", "stable_rank", "warning"]
 _DESCRIBE_COLUMNS = ["layer_id", "name", "layer_type", "N", "M", "rf", "num_evals", "stored_dtype"]
 
@@ -126,7 +127,59 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=0, help="seed of the synthetic matrices and sketches")
     b.add_argument("--alpha-tol", type=float, default=1e-3, help="accuracy for the fastest-method line")
     b.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv, PREFIX.json and PREFIX.png")
+    _report_parser(sub)
     return p
+
+
+def _report_parser(sub):
+    """``htsr report PATH [OTHER] -o report.html`` (htsr.report): one offline HTML file."""
+    r = sub.add_parser("report", help="write one self-contained HTML report (two paths: a comparison)",
+                       description="Analyse a checkpoint (or a run folder of checkpoint-N/, or read a "
+                                   "results table .csv/.json/.parquet) and write one offline HTML "
+                                   "report; with a second path, compare the two layer by layer.")
+    r.add_argument("paths", nargs="+", metavar="PATH", help="checkpoint, run folder or table; "
+                   "a second PATH makes a comparison report (BASE TUNED)")
+    r.add_argument("-o", "--out", default="report.html", metavar="FILE",
+                   help="output HTML file (default report.html)")
+    r.add_argument("--title", default=None, help="page title (default: the path's name)")
+    r.add_argument("--top", type=int, default=None, metavar="K",
+                   help="comparison: flag the K layers whose alpha moved most (default 10%%)")
+    r.add_argument("--no-figures", action="store_true", help="table only (no matplotlib needed)")
+    r.add_argument("--layers", nargs="+", metavar="REGEX", default=None,
+                   help="analyse only layers whose name matches one of these regexes")
+    r.add_argument("--exclude", nargs="+", metavar="REGEX", default=None,
+                   help="skip layers whose name matches one of these regexes")
+    r.add_argument("--threads", type=int, default=0, metavar="N", help="native threads (0 = all)")
+    r.add_argument("--precision", choices=["float32", "float64"], default="float64",
+                   help="arithmetic of the Gram matrix (default float64)")
+
+
+def _run_report(ns) -> int:
+    import pandas as pd
+    from .report import report
+
+    if len(ns.paths) > 2:
+        raise _Error("report takes one PATH, or two (BASE TUNED) for a comparison")
+    if not ns.out.lower().endswith((".html", ".htm")):
+        raise _Error(f"{ns.out}: the report is HTML; name it .html")
+    parent = os.path.dirname(os.path.abspath(ns.out))
+    if not os.path.isdir(parent):
+        raise _Error(f"{ns.out}: output folder {parent} does not exist")
+    readers = {".csv": pd.read_csv, ".tsv": lambda f: pd.read_csv(f, sep="\t"),
+               ".json": pd.read_json, ".parquet": pd.read_parquet}
+    srcs = []
+    for p in ns.paths:
+        if not os.path.exists(p):
+            raise _Error(f"{p}: no such file or directory")
+        ext = os.path.splitext(p)[1].lower()
+        srcs.append(readers[ext](p) if os.path.isfile(p) and ext in readers else p)
+    kw = dict(names=ns.layers, exclude=ns.exclude, threads=ns.threads, precision=ns.precision)
+    title = ns.title or (os.path.basename(ns.paths[0].rstrip("/")) if isinstance(srcs[0], pd.DataFrame)
+                         and len(srcs) == 1 else None)
+    rep = report(srcs[0], srcs[1] if len(srcs) > 1 else None, ns.out, title=title,
+                 figures=not ns.no_figures, top=ns.top, **kw)
+    print(f"wrote {ns.out} ({len(rep.table)} rows, {len(rep.html.encode()) / 1e6:.2f} MB)")
+    return 0
 
 
 def _check_out(out: str | None):
@@ -266,6 +319,8 @@ def _analysis_options(ns, **extra):
 def _run(ns) -> int:
     import pandas as pd  # noqa: F401  (fail early and clearly if missing)
 
+    if ns.command == "report":
+        return _run_report(ns)
     path = ns.path
     if not os.path.exists(path):
         from .sources import hub
@@ -349,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             import traceback
             traceback.print_exc()
-        sys.stderr.write(f"htsr: error: {_message(exc, getattr(ns, 'path', None))}\n")
+        sys.stderr.write(f"htsr: error: {_message(exc, getattr(ns, 'path', None) or (getattr(ns, 'paths', None) or [None])[0])}\n")
         return 1
 
 

@@ -19,8 +19,12 @@ name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
 
 The diagnostics (``mp_fit``, ``randomize``, ``vectors``, ``detX``/``ERG``, ``fix_fingers``,
 ``fit='TPL'|'E_TPL'``, ``xmax``) run with WeightWatcher's definitions (``mp_method='ww'``,
-``seed=0``: the shuffles are reproducible, WeightWatcher's are not).  Options that are not
-implemented raise ``NotImplementedError`` naming the option when set to a non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
+``seed=0``: the shuffles are reproducible, WeightWatcher's are not).  ``plot=True`` with
+``savefig`` (a folder name, or True for ``ww-img``) writes WeightWatcher's per-layer PNG files
+(``htsr.plot.save_ww_plots``); nothing is shown on screen.
+
+Options that are not implemented raise ``NotImplementedError`` naming the option when set to a
+non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
 ``plot``, ``deltas`` without ``plot``, ``sparsify`` without ``intra``, ...) are accepted.
 """
 from __future__ import annotations
@@ -43,7 +47,7 @@ DEFAULT_MIN_EVALS = 8
 DEFAULT_MAX_EVALS = 15000
 DEFAULT_MAX_N = 50000
 _LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding", "norm")
-_DROP = ("source", "stored_dtype", "part", "seconds", "rand_ks_distance")
+_DROP = ("source", "stored_dtype", "part", "block", "depth", "seconds", "rand_ks_distance")
 
 
 def _ww_columns(df):
@@ -213,12 +217,12 @@ class WeightWatcher:
             raise ValueError("Error, params not valid: fit='E_TPL' cannot be combined with clip_xmax")
         if fix_fingers and isinstance(xmax, numbers.Integral) and not isinstance(xmax, bool):
             raise ValueError("Error, params not valid: fix_fingers cannot be combined with an int xmax")
-        for opt, val, default in (("plot", plot, False), ("inverse", inverse, False)):
-            if val is not default and val != default:
-                _not_implemented(opt, val)
+        if inverse:
+            _not_implemented("inverse", inverse)
         if glorot_fix:
             warnings.warn("glorot_fix has no effect (as in WeightWatcher 0.7.7)", stacklevel=2)
 
+        esds = {} if plot else None
         df = _analysis.analyze(
             model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
             conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
@@ -231,7 +235,11 @@ class WeightWatcher:
             fix_fingers=fix_fingers or None, xmin_max=xmin_max, max_fingers=int(max_fingers),
             finger_thresh=float(finger_thresh), xmax=None if xmax is False else xmax,
             base_model=base_model if base_model is not None else self.base_model,
-            _select=_ww_select(model, layers, start_ids))
+            esds=esds, _select=_ww_select(model, layers, start_ids))
+        if plot and savefig:   # WeightWatcher writes its PNGs only with plot=True and savefig
+            from .plot import save_ww_plots
+            save_ww_plots(df, esds, "ww-img" if savefig is True else savefig,
+                          mp_fit=mp_fit, randomize=randomize, deltas=deltas)
         self.details = _ww_columns(df)
         return self.details
 

@@ -45,7 +45,7 @@ SUMMARY_METRICS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm",
                    "log_spectral_norm", "stable_rank", "mp_softrank")
 
 #: identification / shape columns, in table order (after ``layer_id, name``).
-ID_COLUMNS = ("layer_id", "name", "longname", "layer_type", "part", "slice_id",
+ID_COLUMNS = ("layer_id", "name", "longname", "layer_type", "part", "block", "depth", "slice_id",
               "source", "stored_dtype", "N", "M", "Q", "rf", "num_evals", "has_esd")
 #: metric columns in table order (semantic: fit, then scale, then rank).
 METRIC_COLUMNS = ("status", "warning", "alpha", "alpha_weighted", "log_alpha_norm",
@@ -61,6 +61,8 @@ COLUMN_DOCS: dict[str, str] = {
     "longname": "same as name (WeightWatcher's longname)",
     "layer_type": "dense | conv1d | conv2d | embedding",
     "part": "logical part of a fused tensor ('q', 'k', 'v', 'gate', 'up', 'expert.3', ...) or None",
+    "block": "transformer block number from the name (layers.N, h.N, ...), -1 outside blocks (htsr.depth)",
+    "depth": "position in network order: embeddings, blocks (attention q/k/v/o, MLP gate/up/down, experts), head (htsr.depth)",
     "slice_id": "kernel position of a Conv2D slice (pool=False only)",
     "source": "file the weights were read from, or '<module>' / '<state_dict>'",
     "stored_dtype": "dtype of the stored tensor (float32, bfloat16, ...)",

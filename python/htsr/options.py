@@ -87,6 +87,7 @@ class AnalysisOptions:
     out: Any = None
     resume: bool = False
     executor: Any = field(default=None, compare=False)
+    keep_esds: bool = False             # rows carry their ESD to analyze(esds=...) (htsr.plot)
 
     SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
     NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
@@ -95,7 +96,8 @@ class AnalysisOptions:
                "fix_fingers", "max_fingers", "finger_thresh", "xmin_max", "xmax", "detX", "vectors",
                "base_model")
     DIAGNOSTICS = NUMERIC[NUMERIC.index("mp_fit"):]   # left out of the fingerprint at their defaults
-    EXECUTION = ("threads", "prefetch", "device", "progress", "errors", "out", "resume", "executor")
+    EXECUTION = ("threads", "prefetch", "device", "progress", "errors", "out", "resume", "executor",
+                 "keep_esds")
 
     def __post_init__(self):
         fit = _FIT_ALIASES.get(self.fit, self.fit) if isinstance(self.fit, str) else self.fit
