@@ -12,6 +12,8 @@ WeightWatcher 0.7.7 estimate, all measured in the same run.
   same precision, one thread, BLAS pinned to one thread) of an in-memory heavy-tailed float32
   matrix, measured once before and once after the analysis (the mean is used: the machine
   is shared), times the number of matrices of that shape, divided by the threads used.
+  The same in CPU seconds is compared with the child's CPU time (user + system): on a
+  machine shared with other jobs that ratio still says how much work the pipeline adds.
 * MB/s: bytes the analysis read from the checkpoint / wall (warm page cache if the
   checkpoint was just written).
 * WeightWatcher estimate: WeightWatcher 0.7.7 computes ``RMT_Util.svd_vals`` (a float64
@@ -33,15 +35,17 @@ import time
 from collections import Counter
 
 CHILD = """
-import json, sys, time
+import json, resource, sys, time
 import htsr, pandas
 path, precision, threads, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
+ru0 = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.perf_counter()
 df = htsr.analyze(path, precision=precision, threads=threads, names=names, errors="row")
 wall = time.perf_counter() - t0
 with open("/proc/self/status") as f:
     hwm = int(next(l.split()[1] for l in f if l.startswith("VmHWM:")))
-print(json.dumps({"wall": wall, "rss_kb": hwm, "rows": len(df),
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall": wall, "rss_kb": hwm, "rows": len(df), "cpu": ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime,
                   "errors": int((df["status"] == "error").sum()),
                   "row_seconds": float(df["seconds"].sum())}))
 """
@@ -52,27 +56,28 @@ def _load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def _shape_times(shapes, fn, repeat=1):
+def _shape_times(shapes, fn):
+    """(wall, CPU) seconds of fn(W) per shape, on a heavy-tailed float32 W (the cost is
+    data-independent)."""
     import numpy as np
     rng = np.random.default_rng(0)
-    out = {}
+    wall, cpu = {}, {}
     for N, M in shapes:
         W = (rng.standard_t(3, size=(N, M)) / np.sqrt(M)).astype(np.float32)
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn(W)
-            best = min(best, time.perf_counter() - t0)
-        out[(N, M)] = best
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn(W)
+        wall[(N, M)], cpu[(N, M)] = time.perf_counter() - t0, time.process_time() - c0
         del W
-    return out
+    return wall, cpu
 
 
 def native_floor(shapes, precision):
+    """(wall, CPU) seconds of one single-threaded Gram + eigensolve per shape."""
     import htsr
     from threadpoolctl import threadpool_limits
+    fn = lambda W: htsr.spectrum(W, precision=precision, threads=1)  # noqa: E731
     with threadpool_limits(limits=1):
-        return _shape_times(shapes, lambda W: htsr.spectrum(W, precision=precision, threads=1))
+        return _shape_times(shapes, fn)
 
 
 def ww_svd_times(shapes):
@@ -87,12 +92,13 @@ def compare_precision(path, names):
     r = {}
     htsr.analyze(path, names=names, max_N=1, min_evals=0)      # warm imports and page cache
     for p in ("float32", "float64"):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r[p] = htsr.analyze(path, names=names, precision=p)
-        r[p + "_wall"] = time.perf_counter() - t0
+        r[p + "_wall"], r[p + "_cpu"] = time.perf_counter() - t0, time.process_time() - c0
     a, b = r["float32"], r["float64"]
-    print(f"precision comparison on {len(a)} matrices ({names}): float32 {r['float32_wall']:.1f} s, "
-          f"float64 {r['float64_wall']:.1f} s (x{r['float64_wall'] / r['float32_wall']:.2f})")
+    print(f"precision comparison on {len(a)} matrices ({names}): float32 {r['float32_wall']:.1f} s "
+          f"wall, {r['float32_cpu']:.1f} s CPU; float64 {r['float64_wall']:.1f} s wall, "
+          f"{r['float64_cpu']:.1f} s CPU (CPU x{r['float64_cpu'] / r['float32_cpu']:.2f})")
     for col in ("alpha", "D", "xmin", "lambda_max", "log_norm", "stable_rank", "alpha_weighted",
                 "entropy", "sv_min", "matrix_rank", "rank_loss", "weak_rank_loss", "num_pl_spikes"):
         x, y = a[col].to_numpy(float), b[col].to_numpy(float)
@@ -129,7 +135,7 @@ def main(argv=None) -> int:
     print(f"{a.path}: {len(d)} matrices, {params / 1e9:.3f} B parameters in them, "
           f"{len(shapes)} distinct shapes, precision {a.precision}, {threads} threads")
     print(f"load before: {_load()}")
-    f1 = native_floor(shapes, a.precision)
+    f1, c1 = native_floor(shapes, a.precision)
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", CHILD, a.path, a.precision, str(a.threads),
                         a.names or ""], capture_output=True, text=True)
@@ -138,26 +144,36 @@ def main(argv=None) -> int:
         return 1
     res = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"load after analyze: {_load()} (child {time.perf_counter() - t0:.1f} s)")
-    f2 = native_floor(shapes, a.precision)
+    f2, c2 = native_floor(shapes, a.precision)
     per = {s: (f1[s] + f2[s]) / 2 for s in shapes}
     floor = sum(per[s] * counts[s] for s in shapes) / threads
+    floor_cpu = sum((c1[s] + c2[s]) / 2 * counts[s] for s in shapes)
     wall = res["wall"]
-    print(f"\n{'shape':>14} {'count':>5} {'floor s (before/after)':>24}")
+    print(f"\n{'shape':>14} {'count':>5} {'floor wall s (before/after)':>28} {'CPU s (before/after)':>22}")
     for s in shapes:
-        print(f"{s[0]:>7}x{s[1]:<6} {counts[s]:>5} {f1[s]:>11.3f} / {f2[s]:<10.3f}")
+        print(f"{s[0]:>7}x{s[1]:<6} {counts[s]:>5} {f1[s]:>13.3f} / {f2[s]:<12.3f} "
+              f"{c1[s]:>9.3f} / {c2[s]:<9.3f}")
     print(f"\nwall                 {wall:9.1f} s  ({res['rows']} rows, {res['errors']} errors)")
     print(f"native floor         {floor:9.1f} s  (sum of per-matrix Gram+eigensolve / {threads})")
     print(f"wall / floor         {wall / floor:9.2f}")
+    print(f"CPU: analyze child   {res['cpu']:9.1f} s  vs floor {floor_cpu:.1f} s CPU "
+          f"(ratio {res['cpu'] / floor_cpu:.2f}: the pipeline's work beyond Gram+eigensolve, "
+          "insensitive to other processes' load)")
     print(f"peak RSS             {res['rss_kb'] / 1024:9.0f} MB")
     print(f"read                 {nbytes / 1e6 / wall:9.0f} MB/s  ({nbytes / 1e9:.2f} GB checkpoint"
           + (", selection only" if a.names else "") + ")")
     print(f"per B parameters     {wall / (params / 1e9):9.1f} s on {threads} threads")
     if not a.no_ww:
-        ww = ww_svd_times(shapes)
+        ww, ww_cpu = ww_svd_times(shapes)
         est = sum(ww[s] * counts[s] for s in shapes)
-        print(f"WeightWatcher est.   {est:9.1f} s  (float64 svd_vals per shape x count: "
-              + ", ".join(f"{s[0]}x{s[1]} {ww[s]:.2f}s x{counts[s]}" for s in shapes) + ")")
+        est_cpu = sum(ww_cpu[s] * counts[s] for s in shapes)
+        print(f"WeightWatcher est.   {est:9.1f} s  (float64 svd_vals per shape x count, all BLAS "
+              "threads: " + ", ".join(f"{s[0]}x{s[1]} {ww[s]:.2f}s x{counts[s]}" for s in shapes)
+              + ")")
         print(f"WW est. / wall       {est / wall:9.1f}x")
+        print(f"WW est. CPU          {est_cpu:9.1f} s  (CPU / htsr child CPU: "
+              f"{est_cpu / res['cpu']:.1f}x; on a quiet machine WeightWatcher's wall is at least "
+              f"its CPU / {threads})")
     print(f"load end: {_load()}")
     return 0
 

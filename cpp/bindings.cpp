@@ -1,8 +1,8 @@
 // pybind11 bindings of the htsr C++ core (module htsr._core). Thin by design: numpy arrays in,
-// plain structs and numpy arrays out, the GIL released around native work, batches
-// interruptible with Ctrl-C between items. Argument checking lives in python/htsr/core.py;
-// C++ exceptions map to Python: invalid_argument -> ValueError, overflow_error ->
-// OverflowError, others -> RuntimeError, Cancelled -> KeyboardInterrupt.
+// plain structs and numpy arrays out, the GIL released around native work, batches and fits
+// interruptible with Ctrl-C (batches between items, fits between candidates). Argument
+// checking lives in python/htsr/core.py; C++ exceptions map to Python: invalid_argument ->
+// ValueError, overflow_error -> OverflowError, others -> RuntimeError, Cancelled -> KeyboardInterrupt.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -130,8 +130,9 @@ class WorkerPool {
 };
 
 /// Runs work(cancel) on a pooled native thread while this (the calling, GIL-holding) thread
-/// polls for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items and
-/// the KeyboardInterrupt is re-raised.
+/// polls for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items (a
+/// fit between candidates) and the KeyboardInterrupt is re-raised. The OpenMP team is the
+/// worker's, never the caller's, so a process forked by the caller can run native work again.
 template <class F>
 auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<bool>*>(nullptr))) {
     using Result = decltype(work(static_cast<const std::atomic<bool>*>(nullptr)));
@@ -272,6 +273,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("alphas", [](const FitResult& r) { return to_numpy(r.alphas); })
         .def_property_readonly("Ds", [](const FitResult& r) { return to_numpy(r.Ds); })
         .def_property_readonly("sigmas", [](const FitResult& r) { return to_numpy(r.sigmas); })
+        .def_readonly("evaluations", &FitResult::evaluations, "KS points evaluated: the scan's work, independent of the machine")
         .def("to_dict", [](const FitResult& r) {
             py::dict d;
             d["alpha"] = r.alpha; d["xmin"] = r.xmin; d["xmax"] = r.xmax; d["D"] = r.D; d["sigma"] = r.sigma;
@@ -311,8 +313,7 @@ PYBIND11_MODULE(_core, m) {
              int64_t min_tail, double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads) {
               if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
               const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, every_position, candidates, prune, threads);
-              py::gil_scoped_release release;
-              return fit_power_law(x.data(), x.shape(0), o);
+              return run_interruptible([&](const std::atomic<bool>* cancel) { return fit_power_law(x.data(), x.shape(0), o, cancel); });
           },
           py::arg("x"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),

@@ -36,6 +36,7 @@ def test_bench_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys
     assert {r["method"] for r in rows} == set(methods)
     env = data["environment"]
     assert env["seed"] == 3 and env["threads"] == 1 and "htsr_build" in env and env["threadpools"]
+    assert all(pool["num_threads"] == 1 for pool in env["threadpools"])  # recorded as pinned
     for r in rows:
         assert r["seconds"] > 0 and r["mem_bytes"] > 0
         if r["method"] == "gram64":

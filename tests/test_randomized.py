@@ -68,8 +68,12 @@ def test_negative_parameters_are_errors():
     W = np.ones((20, 10))
     with pytest.raises(ValueError, match="oversample must be >= 0"):
         htsr.spectrum(W, method="randomized", k=2, oversample=-1)
-    with pytest.raises(ValueError, match="power_iters must be >= 0"):
-        htsr.spectrum(W, method="randomized", k=2, power_iters=-1)
+    for q in (-1, 10**9):  # a huge q ran for hours
+        with pytest.raises(ValueError, match=r"power_iters must be in \[0, 100\]"):
+            htsr.spectrum(W, method="randomized", k=2, power_iters=q)
+    a = htsr.spectrum(W, method="randomized", k=2, seed=-1)      # seeds are taken modulo 2**64
+    b = htsr.spectrum(W, method="randomized", k=2, seed=2**64 - 1)
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
 
 
 @pytest.mark.parametrize("scale", [3e36, 1e37, 1e-30])

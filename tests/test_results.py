@@ -17,7 +17,9 @@ import pytest
 
 import htsr
 from htsr import cli
-from htsr.results import META_SUFFIX, JOURNAL_SUFFIX, read_results
+from htsr.results import JOURNAL_SUFFIX, META_SUFFIX
+
+read_results = htsr.read_results
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
 from make_checkpoint import make_checkpoint, tensors  # noqa: E402
@@ -296,3 +298,45 @@ def test_inf_weights_are_an_error_row_and_unknown_dtypes_fail_before_any_work(tm
     with pytest.raises(ValueError, match="tensor 'b.weight': unknown safetensors dtype 'Q7'"):
         htsr.analyze(write("Q7"), errors="row", out=out)
     assert not out.exists()
+
+
+# The CLI child blocks (interruptibly, in whichever worker gets there) in every matrix after
+# the k-th; the test sends SIGINT once it says so, however slowly it started.
+SIGINT_CHILD = textwrap.dedent("""
+    import sys, threading, time
+    from htsr import analysis, cli
+    k, lock, state = int(sys.argv[1]), threading.Lock(), {"n": 0}
+    real = analysis._ItemWork.__call__
+    def call(self, *a):
+        with lock:
+            state["n"] += 1
+            n = state["n"]
+        if n > k:
+            if n == k + 1:
+                print("blocked", flush=True)
+            time.sleep(3600)
+        return real(self, *a)
+    analysis._ItemWork.__call__ = call
+    sys.exit(cli.main(["analyze", *sys.argv[2:]]))
+""")
+
+
+def test_ctrl_c_keeps_the_finished_rows_and_resume_completes(tmp_path, llama, reference):
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, "5", str(llama), "--out",
+                             str(out), "--threads", "2", "-q", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "blocked"
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "htsr: interrupted" in err, (proc.returncode, err)
+    partial = read_results(out)
+    assert len(partial) <= 5
+    _same(partial, reference[reference["name"].isin(partial["name"])])
+    assert cli.main(["analyze", str(llama), "--out", str(out), "--resume", "-q",
+                     "--no-progress"]) == 0
+    _same(read_results(out), reference)

@@ -12,6 +12,8 @@ import pytest  # noqa: E402
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("h5py")
+# Keras-on-torch variables implement __array__ without numpy 2's copy keyword
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 import exporters as E  # noqa: E402
 import htsr  # noqa: E402

@@ -173,12 +173,14 @@ def test_matmulnbits_against_onnxruntime(tmp_path):
     zp4 = rng.integers(0, 16, (N, nb)).astype(np.uint8)
     zpad = np.concatenate([zp4, np.zeros((N, 1), np.uint8)], 1)
     zp = (zpad[:, 0::2] | (zpad[:, 1::2] << 4)).astype(np.uint8)[:, : (nb + 1) // 2]
-    node = helper.make_node("MatMulNBits", ["x", "B", "scales", "zp"], ["y"], domain="com.microsoft",
-                            K=K, N=N, bits=4, block_size=bs, name="/lm_head/MatMulNBits")
+    node = helper.make_node("MatMulNBits", ["x", "B", "scales", "zp"], ["y"],
+                            domain="com.microsoft", K=K, N=N, bits=4, block_size=bs,
+                            name="/lm_head/MatMulNBits")
     g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                       [K, K])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [K, N])],
-                          [numpy_helper.from_array(B, "B"), numpy_helper.from_array(scales, "scales"),
+                          [numpy_helper.from_array(B, "B"),
+                           numpy_helper.from_array(scales, "scales"),
                            numpy_helper.from_array(zp, "zp")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
                                             helper.make_opsetid("com.microsoft", 1)])
@@ -243,3 +245,36 @@ def test_not_an_onnx_file(tmp_path):
     p.write_bytes(b"\x08\x07garbage-that-is-not-protobuf\xff\xff\xff")
     with pytest.raises(ValueError, match=r"bad.onnx.*not a valid ONNX model"):
         iter_layers(p)
+
+
+def test_conv_gather_and_dynamo_name_scopes(tmp_path):
+    """Conv weights [out, in, kh, kw] -> conv2d slices; Gather tables -> embeddings; generated
+    initializer names take the module path from the node's pkg.torch.onnx.name_scopes."""
+    rng = np.random.default_rng(10)
+    Wc = rng.standard_normal((6, 3, 2, 3)).astype(np.float32)
+    E_ = rng.standard_normal((50, 12)).astype(np.float32)
+    Wm = rng.standard_normal((12, 7)).astype(np.float32)
+    conv = helper.make_node("Conv", ["img", "val_1"], ["c"], name="node_conv")
+    gat = helper.make_node("Gather", ["val_2", "ids"], ["e"], name="node_gather")
+    mm = helper.make_node("MatMul", ["e", "val_3"], ["y"], name="node_mm")
+    for n, scope in ((conv, "backbone.conv1"), (gat, "embed"), (mm, "head.proj")):
+        p = n.metadata_props.add()
+        p.key, p.value = "pkg.torch.onnx.name_scopes", repr(["", scope.split(".")[0], scope])
+    g = helper.make_graph(
+        [conv, gat, mm], "g",
+        [helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 3, 8, 8]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(Wc, "val_1"), numpy_helper.from_array(E_, "val_2"),
+         numpy_helper.from_array(Wm, "val_3")])
+    p = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(p))
+    s = {x.name: x for x in iter_layers(p)}
+    assert sorted(s) == ["backbone.conv1", "embed", "head.proj"]
+    c = s["backbone.conv1"]
+    assert (c.layer_type, c.rf, c.shape) == ("conv2d", 6, (6, 3, 2, 3))
+    np.testing.assert_array_equal(c.load()[4], Wc[:, :, 1, 1])  # i outer, j inner
+    assert s["embed"].layer_type == "embedding"
+    np.testing.assert_array_equal(s["embed"].load()[0], E_)
+    np.testing.assert_array_equal(s["head.proj"].load()[0], Wm.T)

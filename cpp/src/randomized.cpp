@@ -139,8 +139,8 @@ Spectrum top_k(const MatrixView& w, const SpectrumOptions& o, int64_t k, double 
 
 /// Adaptive k (see randomized.hpp): double k until the tail fitted on the k values lies
 /// inside the values whose bound is within rtol, with n_tail * (1 + margin) <= k, k >= 64,
-/// and the previous k gave the same fit. Past l > M/6 the sketch (20 N M l flops for q = 4)
-/// costs about as much as the exact route, which then runs instead.
+/// and the previous k gave the same fit. The exact route runs instead once l > M/6 or the
+/// sketches, the next one included, would cost more than twice the exact route's flops.
 constexpr int64_t kAdaptiveMinK = 64;
 
 Spectrum adaptive(const MatrixView& w, const SpectrumOptions& o, double trace) {
@@ -150,9 +150,16 @@ Spectrum adaptive(const MatrixView& w, const SpectrumOptions& o, double trace) {
     fit.threads = 1;
     fit.candidates = false;
     FitResult previous;
+    // flops: exact = N M^2 (syrk) + 4 M^3 (tridiagonalisation, ~3x slower per flop than GEMM);
+    // a sketch round = (2q + 3) products of W with l columns, 2 N M l each
+    const double N = double(w.N()), Md = double(M);
+    const double exact_flops = N * Md * Md + 4.0 * Md * Md * Md;
+    double spent = 0;
     for (;;) {
         const int64_t l = k + std::min(o.oversample, M - k);
-        if (6 * l > M) {
+        const double round_flops = (2.0 * o.power_iters + 3.0) * 2.0 * N * Md * double(l);
+        spent += round_flops;
+        if (6 * l > M || spent > 2.0 * exact_flops) {
             SpectrumOptions exact = o;
             exact.method = Method::Gram;
             Spectrum s = spectrum(w, exact);
@@ -180,7 +187,7 @@ Spectrum randomized_spectrum(const MatrixView& w, const SpectrumOptions& o) {
     if (o.adaptive ? (o.k < 0 || o.k > M) : (o.k <= 0 || o.k > M))
         throw std::invalid_argument("randomized method needs 1 <= k <= M = " + std::to_string(M) + " (got k = " +
                                     std::to_string(o.k) + ")");
-    if (o.power_iters < 0) throw std::invalid_argument("power_iters must be >= 0");
+    if (o.power_iters < 0 || o.power_iters > 100) throw std::invalid_argument("power_iters must be in [0, 100]");
     if (o.oversample < 0) throw std::invalid_argument("oversample must be >= 0 (got " + std::to_string(o.oversample) + ")");
     if (o.adaptive && !(o.rtol > 0 && o.margin >= 0))
         throw std::invalid_argument("adaptive randomized needs rtol > 0 and margin >= 0");

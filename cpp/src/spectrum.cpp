@@ -179,7 +179,12 @@ std::vector<Spectrum> spectrum_batch(const std::vector<MatrixView>& ws, const Sp
     std::vector<double> cost(ws.size());
     for (size_t i = 0; i < ws.size(); ++i) cost[i] = double(ws[i].N()) * double(ws[i].M()) * double(ws[i].M());
     std::vector<Spectrum> out(ws.size());
-    parallel_for(int64_t(ws.size()), cost, threads, cancel, [&](int64_t i) { out[i] = spectrum(ws[i], options); }, "matrix");
+    // float64: one BLAS thread per matrix always, so results do not depend on the thread count
+    // (threaded ?symv/?syr2k in the tridiagonal reduction sum in another order); float32 gives
+    // a lone matrix the spare threads (its results then move within float32 rounding).
+    const bool spare_to_blas = options.precision == Precision::Float32;
+    parallel_for(int64_t(ws.size()), cost, threads, cancel, [&](int64_t i) { out[i] = spectrum(ws[i], options); }, "matrix",
+                 spare_to_blas);
     return out;
 }
 

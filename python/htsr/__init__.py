@@ -36,6 +36,7 @@ _LAZY = {
     "vector_metrics": "diagnostics.vectors",
     "bootstrap_pvalue": "diagnostics.bootstrap",
     "fit_tail_models": "diagnostics.tail_models",
+    "read_results": "results",
 }
 
 

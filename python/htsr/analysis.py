@@ -7,8 +7,8 @@ without numerics.
 
 Pipeline: the layer list is built from metadata only (nothing is read); a background thread
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
-analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
-analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
+analysis, and at most ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32
+data loaded and not yet analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
 place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
 and helper threads) each take the next loaded matrix and analyse it on one native thread
@@ -338,8 +338,9 @@ class _Reader:
 # analyze
 # --------------------------------------------------------------------------------------------
 def _layer_error(item: _Item, exc: BaseException) -> ValueError:
-    msg = str(exc)
-    return ValueError(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {msg}")
+    """``exc`` re-raised naming the layer and its file (an OverflowError stays one)."""
+    cls = OverflowError if isinstance(exc, OverflowError) else ValueError
+    return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
 def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
@@ -385,7 +386,7 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     pool: pool the rf slices of a Conv2D into one ESD (False: one row per slice, ``slice_id``).
     split_fused: split fused tensors (qkv, gate_up, MoE experts) into their logical parts.
     threads: native threads (0 = all cores).  prefetch: matrices read ahead (at least one
-        per thread; the bytes in flight are also capped at 2 x the largest matrix or 64 MiB).
+        per thread; the float32 bytes in flight are capped as described in the module docstring).
     progress: True for a bar on stderr, or ``callable(done, total, bytes_read, name)``.
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
@@ -499,11 +500,15 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
 
     The calling thread's native calls see Ctrl-C; helpers finish (and drop) their current
     matrix.  The reader holds at most ``max(prefetch, threads)`` matrices loaded ahead and
-    ``max(2 x largest matrix, 64 MiB)`` of float32 data not yet released."""
+    ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32 data not yet
+    released."""
     threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
     nworkers = max(1, min(threads, len(plan)))
     ahead = max(int(opts.prefetch), threads)
-    budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
+    # bytes loaded and not yet released: two of the largest matrices, and on many cores one
+    # median-sized matrix per worker plus one ahead (so that every worker stays fed)
+    mems = sorted(it.mem for it in plan)
+    budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], _MIN_BUDGET)
     reader = _Reader(plan, ahead, budget)
     take = threading.Lock()
     stop = threading.Event()
@@ -636,6 +641,23 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
+def _fit_units(_core, fit_inputs, items, threads, fit_kw) -> list:
+    """Power-law fits of the ESDs; None (a failed-fit row) for an ESD of fewer than 2
+    eigenvalues, which has no tail to fit; an error names the layer and its file."""
+    fits: list = [None] * len(fit_inputs)
+    todo = [i for i, ev in enumerate(fit_inputs) if ev.size >= 2]
+    try:
+        done = _core.fit_power_law_batch([fit_inputs[i] for i in todo], threads=threads, **fit_kw) if todo else []
+    except ValueError as exc:
+        m = re.match(r"\s*sample\s+(\d+)\s*:\s*", str(exc))
+        if m is None or int(m.group(1)) >= len(todo):
+            raise
+        raise _layer_error(items[todo[int(m.group(1))]], ValueError(str(exc)[m.end():])) from exc
+    for i, fit in zip(todo, done):
+        fits[i] = fit
+    return fits
+
+
 def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
@@ -649,7 +671,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     t0 = time.perf_counter()
     try:
         res = _core.spectrum_batch(mats, threads=threads, **spec_kw)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # float32 Gram overflow: OverflowError
         text = str(exc)
         m = re.match(r"\s*matrix\s+(\d+)\s*:\s*", text)
         bad = int(m.group(1)) if m and int(m.group(1)) < len(members) else None
@@ -658,12 +680,12 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if bad is None:
             bad = _find_bad_matrix(mats)
         if bad is None:
-            raise _layer_error(batch[0][0], ValueError(text)) from exc
+            raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]
         item = batch[bi][0]
         if int(item.spec.rf) > 1:
             text = f"slice {si}: {text}"
-        raise _layer_error(item, ValueError(text)) from exc
+        raise _layer_error(item, type(exc)(text)) from exc
     dt = time.perf_counter() - t0
     flops = [float(batch[bi][0].spec.N) * float(batch[bi][0].spec.M) ** 2 for bi, _ in members]
     tot = sum(flops) or 1.0
@@ -693,7 +715,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
-    fits = _core.fit_power_law_batch(fit_inputs, threads=threads, **fit_kw) if fit_inputs else []
+    fits = _fit_units(_core, fit_inputs, [batch[u[0]][0] for u in units], threads, fit_kw)
     if pre is not None:
         fits, fit_extra = _diag.refit(fit_inputs, fits, [(batch[u[0]][0].layer_id, u[4]) for u in units],
                                       opts, fit_kw)

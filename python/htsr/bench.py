@@ -41,13 +41,13 @@ class Method:
     mem: object           # callable(N, M, itemsize) -> bytes
 
 
-def _parse_method(spec: str, seed: int) -> Method:
+def _parse_method(spec: str, seed: int, threads: int = 1) -> Method:
     """One method of the --methods list (see the module docstring)."""
     from . import core
 
     def native(**kw):
         def run(W):
-            s = core.spectrum(W, seed=seed, **kw)
+            s = core.spectrum(W, seed=seed, threads=threads, **kw)
             return s.eigenvalues, int(s.k_computed) or len(s.eigenvalues)
         return run
 
@@ -83,7 +83,7 @@ def _parse_method(spec: str, seed: int) -> Method:
                      "rand:auto, torch-cpu, torch-cuda or torch-mps")
 
 
-def available_methods(specs, seed: int) -> list[Method]:
+def available_methods(specs, seed: int, threads: int = 1) -> list[Method]:
     """The requested methods that can run here (torch-cuda/mps only where torch sees the device)."""
     out = []
     for spec in specs:
@@ -96,7 +96,7 @@ def available_methods(specs, seed: int) -> list[Method]:
                 continue
             if spec == "torch-mps" and not torch.backends.mps.is_available():
                 continue
-        out.append(_parse_method(spec, seed))
+        out.append(_parse_method(spec, seed, threads))
     return out
 
 
@@ -238,8 +238,7 @@ def main(ns) -> int:
         matrices.append((f"{ns.kind}-{shape}", synthetic(shape, ns.seed + i, ns.kind)))
     if not matrices:
         raise ValueError("nothing to bench: give a PATH or --synthetic ROWSxCOLS ...")
-    methods = available_methods(ns.methods or DEFAULT_METHODS, ns.seed)
-    env = environment(ns.threads, ns.seed)
+    methods = available_methods(ns.methods or DEFAULT_METHODS, ns.seed, ns.threads)
     with contextlib.ExitStack() as pins:
         try:
             import threadpoolctl
@@ -252,6 +251,7 @@ def main(ns) -> int:
             torch.set_num_threads(ns.threads)
         except ImportError:
             pass
+        env = environment(ns.threads, ns.seed)  # thread pools as pinned for the run
         rows = run(matrices, methods, repeat=ns.repeat, threads=ns.threads)
     env["loadavg_end"] = list(os.getloadavg())
     best = fastest_within(rows, ns.alpha_tol)

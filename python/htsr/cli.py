@@ -144,6 +144,13 @@ def _check_out(out: str | None):
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise _Error(f"{out}: output folder {parent} does not exist")
+    existed = os.path.exists(out)
+    try:  # writable now, before the analysis (append: an existing file is left as it is)
+        open(out, "ab").close()
+    except OSError as exc:
+        raise _Error(f"{out}: cannot write the output file: {exc.strerror or exc}") from None
+    if not existed:
+        os.remove(out)
 
 
 def _write(df, out: str):
@@ -154,8 +161,16 @@ def _write(df, out: str):
         df.to_csv(out, index=False, sep="\t")
     elif ext == ".json":
         df.to_json(out, orient="records", indent=1)
+    elif ext == ".jsonl":
+        df.to_json(out, orient="records", lines=True)
     else:
         df.to_parquet(out, index=False)
+
+
+def _printable(text) -> str:
+    """Non-printable characters (terminal escape sequences in tensor names) as Python escapes."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _short(name: str, width: int = 52) -> str:
@@ -165,6 +180,9 @@ def _short(name: str, width: int = 52) -> str:
 def _table(df, columns) -> str:
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
+    for c in cols:
+        if view[c].dtype.kind not in "biufcmM":  # text columns (object or pandas str)
+            view[c] = view[c].map(lambda v: v if v is None or v != v else _printable(v))
     if "name" in view:
         view["name"] = view["name"].map(_short)
     fmt = {c: (lambda v: "" if v != v else f"{v:.3f}")
@@ -287,7 +305,7 @@ def _run(ns) -> int:
         sys.stderr.write(f"htsr: {len(errors)} matri{'x' if len(errors) == 1 else 'ces'} "
                          "could not be analysed:\n")
         for msg in errors["message"]:
-            sys.stderr.write(f"  {msg}\n")
+            sys.stderr.write(f"  {_printable(msg)}\n")
         return EXIT_ERROR_ROWS
     return 0
 
@@ -297,7 +315,7 @@ def _message(exc: BaseException, path: str | None) -> str:
         msg = f"{exc.filename}: no such file or directory"
     else:
         msg = str(exc) or type(exc).__name__
-    msg = " ".join(msg.split())          # one line
+    msg = _printable(" ".join(msg.split()))  # one line, no raw escape sequences
     if path and not isinstance(exc, _Error) and path not in msg and os.path.basename(path.rstrip("/")) not in msg:
         msg = f"{path}: {msg}"
     return msg

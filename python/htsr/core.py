@@ -85,6 +85,7 @@ def _matrix(W, dtype: str | None, what: str = "W") -> tuple[np.ndarray, str]:
 
 
 _INT64_SAFE = 2 ** 62  # larger counts are clamped here (the native side clamps further, to M)
+_MAX_POWER_ITERS = 100  # q beyond ~10 gains nothing; a huge q would run for hours
 
 
 def _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed, rtol=1e-4, margin=0.5, fit=None):
@@ -106,12 +107,12 @@ def _spectrum_args(method, precision, normalize, k, oversample, power_iters, see
             raise ValueError("method='randomized' needs k >= 1 (the number of top eigenvalues) or k='auto'")
         if int(oversample) < 0:
             raise ValueError(f"oversample must be >= 0, got {oversample}")
-        if int(power_iters) < 0:
-            raise ValueError(f"power_iters must be >= 0, got {power_iters}")
+        if not 0 <= int(power_iters) <= _MAX_POWER_ITERS:
+            raise ValueError(f"power_iters must be in [0, {_MAX_POWER_ITERS}], got {power_iters}")
     elif k is not None:
         raise ValueError("k applies only to method='randomized'")
     return dict(method=method, precision=precision, normalize=bool(normalize), k=min(int(k or 0), _INT64_SAFE),
-                oversample=min(int(oversample), _INT64_SAFE), power_iters=int(power_iters), seed=int(seed),
+                oversample=min(int(oversample), _INT64_SAFE), power_iters=int(power_iters), seed=int(seed) % 2**64,
                 adaptive=adaptive)
 
 
@@ -126,7 +127,7 @@ def spectrum(W, *, method: str = "gram", precision: str = "float32", normalize: 
     ``k="auto"`` (or ``"auto:K"``, K the first k) doubles k until the values with
     errors <= rtol * value (from the top) hold the tail fitted with ``fit`` (fit_power_law's
     keyword arguments) with n_tail * (1 + margin) <= their number, and returns only those
-    (the exact Gram route once the sketch would exceed M/6 columns).
+    (the exact Gram route once the sketch would exceed M/6 columns or 2x its flops).
     ``device``: "cpu" | "cuda" | "mps" runs the Gram route through torch (htsr.backends.torch).
     """
     if device is not None:

@@ -145,7 +145,7 @@ def _parse_cell(col: str, s: str):
     try:
         return float(s)
     except ValueError:
-        return s        # a text column of the metadata (extra columns)
+        return s                # a text column not listed in _TEXT (e.g. best_fit)
 
 
 def _read_lines_jsonl(path: str) -> list[dict]:

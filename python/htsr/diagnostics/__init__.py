@@ -101,6 +101,10 @@ def refit(fit_inputs, fits, unit_ids, opts, fit_kw: dict):
     out_fits, extras = [], []
     for ev, fit, (layer_id, sid) in zip(fit_inputs, fits, unit_ids):
         extra: dict = {}
+        if fit is None:          # fewer than 2 eigenvalues: a failed-fit row, nothing to refit
+            out_fits.append(None)
+            extras.append(extra)
+            continue
         kw = dict(fit_kw)
         try:
             ev2, xkw = fingers.apply_xmax(ev, opts.xmax)

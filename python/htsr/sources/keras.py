@@ -18,11 +18,11 @@ import functools
 import json
 import os
 import re
-import zipfile
 
 import numpy as np
 
 from .base import Entry, Format
+from .files import open_zip
 from .naming import natural_key
 
 _TYPES = (("embedding", "embedding"), ("conv", "conv"), ("dense", "dense"))
@@ -58,7 +58,10 @@ def _torch_shape(shape) -> tuple:
 
 
 def _read(ds) -> np.ndarray:
-    return _torch_layout(np.asarray(ds[()]))
+    try:
+        return _torch_layout(np.asarray(ds[()]))
+    except Exception as exc:  # noqa: BLE001 -- a damaged HDF5 dataset
+        raise ValueError(f"{ds.file.filename}: cannot read dataset {ds.name!r}: {exc}") from None
 
 
 def _entry(key, shape, dtype, ltype, source, get) -> Entry:
@@ -136,17 +139,17 @@ def _open(path: str, mtime: float, size: int) -> list[Entry]:
     h5py = _import_h5py()
     try:
         if path.lower().endswith(".keras"):
-            zf = zipfile.ZipFile(path)
+            zf = open_zip(path, ".keras")
             cfg = json.loads(zf.read("config.json"))
             f = h5py.File(zf.open("model.weights.h5"), "r")
             return _v3_entries(f["layers"], _class_names(cfg.get("config", {}).get("layers")),
                                path)
         f = h5py.File(path, "r")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        if "layers" in f and "model_weights" not in f:
+            return _v3_entries(f["layers"], {}, path)
+        return _legacy_entries(f, path)
+    except Exception as exc:  # noqa: BLE001 -- zip, JSON, HDF5 and layout errors alike
         raise ValueError(f"{path}: not a readable Keras file: {exc}") from None
-    if "layers" in f and "model_weights" not in f:
-        return _v3_entries(f["layers"], {}, path)
-    return _legacy_entries(f, path)
 
 
 def keras_entries(files: list[str], index: str | None = None) -> list[Entry]:

@@ -32,6 +32,7 @@ else the node name's path (TorchScript export: ``/encoder/layer.0/attention/self
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import math
 import os
@@ -271,7 +272,8 @@ def _weight(m: _Model, n):
             x, get = w, functools.partial(m.array, w)
             if "float" not in dtype:  # integer tables (token ids, shapes), not weights
                 return None
-        elif dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in m.inits:
+        elif (dq is not None and dq.op_type == "DequantizeLinear"
+              and all(i in m.inits for i in dq.input if i)):
             x = dq.input[0]
             zp = dq.input[2] if len(dq.input) > 2 and dq.input[2] else None
             dtype = _QNAME.get(m.dtype(x))
@@ -284,7 +286,7 @@ def _weight(m: _Model, n):
             return None
         ltype = ltype or ("conv2d" if nd == 4 else "conv1d")
         return x, _module_name(m, n, x), m.shape(x), dtype, get, ltype, tr
-    if op == "MatMulInteger" and len(n.input) > 1 and n.input[1] in m.inits:
+    if op == "MatMulInteger" and len(n.input) > 1 and _consts(m, n.input[1:4:2]):
         b, s = n.input[1], _integer_scale(m, n)
         if s is None:
             raise ValueError(f"{m.path}: node {n.name!r}: MatMulInteger weight {b!r} without a "
@@ -292,15 +294,20 @@ def _weight(m: _Model, n):
         zp = n.input[3] if len(n.input) > 3 and n.input[3] else None
         return b, _module_name(m, n, b), m.shape(b), _QNAME.get(m.dtype(b)), \
             functools.partial(_get_dq, m, b, s, zp, 1, 0), "dense", True
-    if op == "QLinearMatMul" and len(n.input) > 5 and n.input[3] in m.inits:
+    if op == "QLinearMatMul" and len(n.input) > 5 and _consts(m, n.input[3:6]):
         b = n.input[3]
         return b, _module_name(m, n, b), m.shape(b), _QNAME.get(m.dtype(b)), \
             functools.partial(_get_dq, m, b, n.input[4], n.input[5], 1, 0), "dense", True
-    if op == "MatMulNBits" and len(n.input) > 2 and n.input[1] in m.inits:
+    if op == "MatMulNBits" and len(n.input) > 2 and _consts(m, n.input[1:4]):
         K, N = m.attr(n, "K"), m.attr(n, "N")
         return n.input[1], _module_name(m, n, n.input[1]), (N, K), "quint4", \
             functools.partial(_nbits, m, n), "dense", False
     return None
+
+
+def _consts(m: _Model, names) -> bool:
+    """Every named (non-empty) input is an initializer (a weight, not a computed value)."""
+    return all(i in m.inits for i in names if i)
 
 
 def _get_dq(m: _Model, x, scale, zp, axis, block) -> np.ndarray:
@@ -322,14 +329,34 @@ def onnx_entries(files: list[str], index: str | None = None) -> list[Entry]:
     for p in files:
         st = os.stat(p)
         m = _model(os.fspath(p), st.st_mtime, st.st_size)
-        for init, name, shape, dtype, get, ltype, tr in _weights(m):
+        with _malformed(p):
+            weights = list(_weights(m))
+        for init, name, shape, dtype, get, ltype, tr in weights:
             key = f"{name}.weight" if f"{name}.weight" not in out else f"{init}.weight"
             if dtype is None:  # an integer weight without scales: not analysable
                 continue
             if tr:
                 shape, get = shape[::-1], functools.partial(_transpose, get)
-            out[key] = Entry(key, tuple(shape), dtype, "float", p, get, ltype=ltype)
+            out[key] = Entry(key, tuple(shape), dtype, "float", p,
+                             functools.partial(_guarded, get, p))
     return sorted(out.values(), key=lambda e: natural_key(e.key))
+
+
+@contextlib.contextmanager
+def _malformed(path):
+    """Structural surprises of an untrusted graph (a name that is not UTF-8 comes back as bytes,
+    a missing input, a wrong attribute type) as a ValueError naming the file."""
+    try:
+        yield
+    except (ValueError, ImportError):
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: malformed ONNX model: {type(exc).__name__}: {exc}") from None
+
+
+def _guarded(get, path):
+    with _malformed(path):
+        return get()
 
 
 def _transpose(get):

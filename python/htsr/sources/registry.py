@@ -102,13 +102,14 @@ def iter_layers(model_or_path, *, split_fused: bool = True, conv2d_slices: bool 
     """Yield a :class:`LayerSpec` for every analysable weight matrix, in model order.
 
     ``model_or_path``: a ``torch.nn.Module``, a live Keras model, a state_dict ``Mapping``
-    (torch tensors or numpy arrays), a path to a file or folder of a registered format (``FORMATS``: safetensors,
-    PyTorch, NumPy, GGUF, ONNX, Keras, PEFT adapter folder), or a Hugging Face model id
-    (``org/name[@revision]``) already in the local cache (``htsr.sources.hub``).  ``split_fused``: split fused q/k/v and gate/up
-    tensors into parts.  ``conv2d_slices``: Conv2D as ``kh*kw`` slices (True) or one
-    ``(out, in*kh*kw)`` matrix.  ``config``: model config (dict, transformers config, or path)
-    for fused-tensor sizes and FP8 block sizes; default: the one stored in the files (GGUF
-    metadata), else ``config.json`` next to the weights, else a live model's ``.config``.
+    (torch tensors or numpy arrays), a path to a file or folder of a registered format
+    (``FORMATS``: safetensors, PyTorch, NumPy, GGUF, ONNX, Keras, PEFT adapter folder), or a
+    Hugging Face model id (``org/name[@revision]``) already in the local cache
+    (``htsr.sources.hub``).  ``split_fused``: split fused q/k/v and gate/up tensors into parts.
+    ``conv2d_slices``: Conv2D as ``kh*kw`` slices (True) or one ``(out, in*kh*kw)`` matrix.
+    ``config``: model config (dict, transformers config, or path) for fused-tensor sizes and
+    FP8 block sizes; default: the one stored in the files (GGUF metadata), else
+    ``config.json`` next to the weights, else a live model's ``.config``.
     ``peft_base``: for a PEFT adapter, the base checkpoint: ``W_base + dW`` is analysed instead
     of the low-rank ``dW`` (``htsr.sources.peft``).
 
