@@ -240,6 +240,11 @@ def test_fit_tpl_option_gives_tpl_alpha_and_lambda():
     a, lam = tail_models.fit_tpl(tail, r["xmin"], 1 + tail.size / np.sum(np.log(tail / r["xmin"])))
     assert abs(r["alpha"] - a) < 1e-5 and abs(r["Lambda"] - lam) < 1e-6 * lam + 1e-9
     assert r["best_fit"] == "truncated_power_law"
+    e = htsr.analyze({"w.weight": W}, fit="E_TPL").iloc[0]       # E_TPL = TPL + xmin_peak
+    lo, hi = fingers.xmin_peak_range(htsr.esd({"w.weight": W}, 0))
+    assert lo <= e["xmin"] <= hi and np.isfinite(e["Lambda"])
+    with pytest.raises(ValueError, match="E_TPL"):
+        htsr.analyze({"w.weight": W}, fit="E_TPL", fix_fingers="clip_xmax")
 
 
 # -------------------------------------------------------------------------------- bootstrap
