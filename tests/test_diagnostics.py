@@ -231,7 +231,7 @@ def test_hill_estimator_closed_form():
     assert k == 100 and abs(a - 2.5) < 0.05
 
 
-def test_fit_tpl_option_gives_tpl_alpha_and_lambda():
+def test_fit_tpl_option_gives_TPL_alpha_and_lambda():
     x = _tpl_sample(2.3, 0.03, 2000, seed=3)
     W = np.diag(np.sqrt(np.sort(x)))
     df = htsr.analyze({"w.weight": W}, fit="TPL", tail_models=True)

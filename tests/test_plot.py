@@ -67,7 +67,7 @@ def test_esd_loglog_without_row_refits_and_draws_tpl_and_lognormal(heavy):
     _W, ev, row = heavy
     ax = plot.esd_loglog(ev).axes[0]
     assert _line(ax, "xmin").get_xdata()[0] == pytest.approx(row["xmin"])
-    extra = dict(row, tpl_alpha=row["alpha"] - 0.3, tpl_lambda=0.01, lognormal_mu=1.0,
+    extra = dict(row, TPL_alpha=row["alpha"] - 0.3, TPL_Lambda=0.01, lognormal_mu=1.0,
                  lognormal_sigma=1.5)
     labels = [ln.get_label() for ln in plot.esd_loglog(ev, extra).axes[0].get_lines()]
     assert any(lab.startswith("TPL") for lab in labels)

@@ -13,7 +13,7 @@ with WeightWatcher's settings (eigenvalues <= 1e-5 dropped, its small-n estimato
 
 Optional columns drawn when present (from the diagnostics options):
 
-* TPL: ``tpl_alpha`` + ``tpl_lambda`` (or WeightWatcher's ``fit='TPL'`` pair ``alpha`` +
+* TPL: ``TPL_alpha`` + ``TPL_Lambda`` (or WeightWatcher's ``fit='TPL'`` pair ``alpha`` +
   ``Lambda``): p(x) ~ x^-alpha exp(-lambda x) on x >= xmin, normalised numerically;
 * lognormal: ``lognormal_mu`` + ``lognormal_sigma``: lognormal pdf conditioned on x >= xmin;
 * Marchenko-Pastur: ``bulk_min`` + ``bulk_max`` (WeightWatcher's names).  The MP law with
@@ -130,8 +130,8 @@ def _logbins(lo: float, hi: float, n: int) -> np.ndarray:
 def _tail_pdfs(ax, x, row, alpha, xmin, frac):
     """TPL / lognormal overlays (columns documented in the module docstring)."""
     from scipy import stats
-    if _has(row, "tpl_alpha", "tpl_lambda"):
-        ta, tl = _get(row, "tpl_alpha"), _get(row, "tpl_lambda")
+    if _has(row, "TPL_alpha", "TPL_Lambda"):
+        ta, tl = _get(row, "TPL_alpha"), _get(row, "TPL_Lambda")
     elif _has(row, "Lambda"):
         ta, tl = alpha, _get(row, "Lambda")
     else:
