@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -267,13 +268,27 @@ class WeightWatcher:
         model = self._set_model(model)
         if layer is None:
             raise ValueError("get_ESD needs layer= (an id or a name)")
+        return _analysis.esd(model, self._layer_name(model, layer), split_fused=False,
+                             min_evals=DEFAULT_MIN_EVALS)
+
+    def get_framework_layer(self, model=None, layer=None, params=None):
+        """The framework layer of one layer (id or name): the torch module, or for a
+        state_dict / folder its key without ``.weight`` (what WeightWatcher returns)."""
+        model = self._set_model(model)
+        name = self._layer_name(model, layer)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(model, torch.nn.Module):
+            return model.get_submodule(name)
+        return name
+
+    def _layer_name(self, model, layer) -> str:
+        """htsr's name of the layer WeightWatcher's id or name selects (first match)."""
         desc = self.describe(model, layers=[layer])      # WeightWatcher's ids, names, defaults
         if len(desc) == 0:
             kind = "name" if isinstance(layer, str) else "id"
             raise ValueError(f"Can not find layer {kind} {layer!r} among the layers describe() "
                              "lists")
-        return _analysis.esd(model, desc["name"][0], split_fused=False,
-                             min_evals=DEFAULT_MIN_EVALS)
+        return desc["name"][0]
 
 
 def _missing_method(name):
@@ -284,6 +299,6 @@ def _missing_method(name):
 
 
 # WeightWatcher methods htsr does not offer yet: a clear NotImplementedError, not AttributeError.
-for _name in ("get_Weights", "get_framework_layer", "distances", "SVDSmoothing", "SVDSharpness",
+for _name in ("get_Weights", "distances", "SVDSmoothing", "SVDSharpness",
               "analyze_vectors", "vector_metrics"):
     setattr(WeightWatcher, _name, _missing_method(_name))
