@@ -133,7 +133,14 @@ def test_nan_layer_names_file_and_layer(ckpt, tmp_path):
     w[1, 2] = float("nan")
     p = tmp_path / "nan.safetensors"
     save_file({"a.weight": torch.randn(64, 32), "b.weight": w}, str(p))
-    one_line_error(run("analyze", p), p, "'b'")
+    # the bad matrix is an error row; the run goes on, names it and exits with 3
+    r = run("analyze", p)
+    assert r.returncode == cli.EXIT_ERROR_ROWS, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "htsr: 1 matrix could not be analysed:"
+    assert "layer 'b'" in lines[1] and str(p) in lines[1] and "NaN or Inf" in lines[1], lines
+    assert "model summary (2 matrices; 0 failed fits" in r.stdout and "1 errors" in r.stdout
 
 
 def test_bad_output_format_fails_before_analysis(ckpt, tmp_path):

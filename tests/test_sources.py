@@ -674,9 +674,13 @@ def test_bad_directories_and_paths(tmp_path):
         iter_layers(e)
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         iter_layers(tmp_path / "nope.safetensors")
+    g = tmp_path / "model.xyz"
+    g.write_bytes(b"GGUF")
+    with pytest.raises(ValueError, match="model.xyz.*unsupported"):
+        iter_layers(g)
     g = tmp_path / "model.gguf"
     g.write_bytes(b"GGUF")
-    with pytest.raises(ValueError, match="model.gguf.*unsupported"):
+    with pytest.raises(ValueError, match="model.gguf.*not a GGUF file"):
         iter_layers(g)
     with pytest.raises(TypeError):
         iter_layers(42)

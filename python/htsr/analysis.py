@@ -7,15 +7,16 @@ without numerics.
 
 Pipeline: the layer list is built from metadata only (nothing is read); a background thread
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
-analysis, and at most ``max(2 x largest matrix, 64 MiB)`` of float32 data loaded and not yet
-analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
+analysis, and at most ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32
+data loaded and not yet analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
 data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while the main thread hands batches -- as many
-matrices as the reader may hold ahead, fewer when the memory budget or the plan ends first --
-to one ``htsr.spectrum_batch`` call (parallel across matrices, largest first, one BLAS thread
-each, GIL released) and the eigenvalues to ``htsr.fit_power_law_batch``.  Each batch ends
-with a barrier, so batches are kept full rather than started with whatever happens to be
-read (on MiniLM-L6, one batch of 39 instead of three took the analysis from 122 to 112 ms).
+place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
+and helper threads) each take the next loaded matrix and analyse it on one native thread
+(``htsr.spectrum_batch`` + ``htsr.fit_power_law_batch``, GIL released): there is no barrier,
+so every core stays busy until the last matrix and the ETA is steady.  Each finished
+matrix's rows go to the results file at once (``out=``, ``htsr.results``: fsync'd,
+resumable).  With ``executor=`` the matrices are tasks on that executor instead
+(``htsr.distributed``).
 
 Column order: ``layer_id, name, longname, layer_type, part, [slice_id], source, stored_dtype,
 N, M, Q, rf, num_evals, has_esd, status, warning, alpha, alpha_weighted, log_alpha_norm, D,
@@ -44,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import diagnostics as _diag
 from . import metrics as _metrics
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
@@ -109,6 +111,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
 
     items: list[_Item] = []
     next_id = 0
+    base = None if opts.base_model is None else _diag.distances.base_index(opts.base_model, opts.split_fused)
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
@@ -137,9 +140,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
+        if base is not None:      # base_model: analyse W - W_base
+            spec = _diag.distances.delta_spec(spec, name, base)
         item = _Item(meta["layer_id"], name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))
@@ -193,7 +198,11 @@ class _StderrBar:
             return
         self.last = now
         el = now - self.t0
-        eta = el / done * (self.total - done) if done else float("nan")
+        # ETA by bytes read (~ matrix sizes), not matrix count: steady when sizes vary
+        if self.total_bytes and nbytes:
+            eta = el / nbytes * (self.total_bytes - nbytes)
+        else:
+            eta = el / done * (self.total - done) if done else float("nan")
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(24 * frac)
         sys.stderr.write(f"\rhtsr |{bar:<24}| {done}/{self.total} matrices, "
@@ -206,16 +215,22 @@ class _StderrBar:
 
 
 class _TqdmBar:
+    """tqdm over the bytes to read (its rate and ETA follow matrix sizes, which vary 100x in
+    an LLM), matrices done as postfix."""
+
     def __init__(self, total: int, total_bytes: int):
         from tqdm.auto import tqdm
-        self.bar = tqdm(total=total, unit="mat", file=sys.stderr, desc="htsr",
-                        dynamic_ncols=True, leave=True)
-        self.done = 0
+        self.by_bytes = total_bytes > 0
+        self.bar = tqdm(total=total_bytes if self.by_bytes else total,
+                        unit="B" if self.by_bytes else "mat", unit_scale=self.by_bytes,
+                        file=sys.stderr, desc="htsr", dynamic_ncols=True, leave=True)
+        self.total, self.pos = total, 0
 
     def update(self, done: int, nbytes: int, name: str):
-        self.bar.set_postfix_str(f"{nbytes / 1e6:.1f} MB read", refresh=False)
-        self.bar.update(done - self.done)
-        self.done = done
+        self.bar.set_postfix_str(f"{done}/{self.total} matrices", refresh=False)
+        pos = nbytes if self.by_bytes else done
+        self.bar.update(pos - self.pos)
+        self.pos = pos
 
     def close(self):
         self.bar.close()
@@ -253,7 +268,6 @@ class _Reader:
     but not yet released (always at least one item)."""
 
     _END = object()
-    _BLOCKED = object()  # the reader waits for the main thread to take or release matrices
 
     def __init__(self, plan: list[_Item], ahead: int, budget: int):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
@@ -270,13 +284,9 @@ class _Reader:
             for idx, it in enumerate(self.plan):
                 mem = it.mem
                 with self.cond:
-                    blocked = False
                     while not self.stop.is_set() and (
                             self.ahead >= self.ahead_max
                             or (self.inflight > 0 and self.inflight + mem > self.budget)):
-                        if not blocked:  # tell _collect not to wait for more
-                            self.q.put(self._BLOCKED)
-                            blocked = True
                         self.cond.wait(0.5)
                     if self.stop.is_set():
                         return
@@ -288,6 +298,9 @@ class _Reader:
                     if not isinstance(mats, (list, tuple)):
                         mats = [mats]
                     mats = _prefetch(list(mats))
+                except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
+                    self.q.put((idx, exc, 0.0))
+                    continue
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                     self.q.put((idx, exc, 0.0))
                     return
@@ -298,7 +311,7 @@ class _Reader:
 
     def get(self, block=True):
         obj = self.q.get(block=block)
-        if obj is not self._END and obj is not self._BLOCKED:
+        if obj is not self._END:
             with self.cond:
                 self.ahead -= 1
                 self.cond.notify_all()
@@ -325,8 +338,9 @@ class _Reader:
 # analyze
 # --------------------------------------------------------------------------------------------
 def _layer_error(item: _Item, exc: BaseException) -> ValueError:
-    msg = str(exc)
-    return ValueError(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {msg}")
+    """``exc`` re-raised naming the layer and its file (an OverflowError stays one)."""
+    cls = OverflowError if isinstance(exc, OverflowError) else ValueError
+    return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
 def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
@@ -372,103 +386,244 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     pool: pool the rf slices of a Conv2D into one ESD (False: one row per slice, ``slice_id``).
     split_fused: split fused tensors (qkv, gate_up, MoE experts) into their logical parts.
     threads: native threads (0 = all cores).  prefetch: matrices read ahead (at least one
-        per thread; the bytes in flight are also capped at 2 x the largest matrix or 64 MiB).
+        per thread; the float32 bytes in flight are capped as described in the module docstring).
     progress: True for a bar on stderr, or ``callable(done, total, bytes_read, name)``.
     ww_parity: fit exactly as WeightWatcher 0.7.7 (eigenvalues <= 1e-5 dropped, its small-n
         path below 20 points); False drops only numerical zeros (<= lambda_max*M*eps).
     tolerance: weak_rank_loss threshold.
+    errors: 'raise' (default) -- a matrix that cannot be analysed (NaN/Inf weights, unreadable
+        data, a native error) raises ValueError naming the layer and its file; 'row' -- it gets
+        a row with ``status='error'`` and ``message``, metrics NaN, and the run goes on (the
+        CLI's choice).  Header problems (unknown dtype, truncated shard) are found while the
+        layer list is built, before anything is computed, and always raise.
+    out: a results file (.csv, .tsv, .jsonl, .json, .parquet) that receives each matrix's row
+        as soon as it is done (``htsr.results``); the table returned is then read back from it.
+    resume: with ``out``: skip the matrices already in the file (refused when it was written
+        with different numeric options, ``AnalysisOptions.fingerprint``).
+    executor: a ``concurrent.futures.Executor`` (e.g. a Dask client's ``get_executor()``, a
+        ``ProcessPoolExecutor``): one task per matrix, which reads the matrix itself from the
+        checkpoint path; ``threads`` is then each task's native thread count (0 -> 1).
+
+    Diagnostics (``htsr.diagnostics``, extra columns; README "Diagnostics beyond alpha"):
+    mp_fit / mp_method / mp_tw_level, randomize (seeded by ``seed``), fit ('PL', 'TPL',
+    'E_TPL'), tail_models, bootstrap (replicates), fix_fingers / max_fingers / finger_thresh /
+    xmin_max, xmax, detX, vectors, base_model (analyse W - W_base).
 
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
-    Raises ValueError naming the layer and its source file for NaN/Inf weights.
     """
     import pandas as pd
-    from . import core as _core
 
     opts = AnalysisOptions.build(options, **kwargs)
-    method, precision, threads, pool = opts.method, opts.precision, opts.threads, opts.pool
+    pool = opts.pool
     plan = _plan(model_or_path, opts, select=_select)
+
+    sink = None
+    if opts.out is not None:
+        from .results import ResultsFile
+        extra = list(dict.fromkeys([k for it in plan for k in it.meta]  # source columns (LoRA r)
+                                   + _diag.columns(opts)))               # diagnostics columns
+        sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
+        plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
     update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
+    emit = _Emitter(sink, update)
+    try:
+        if plan and opts.executor is not None:
+            from .distributed import run_on_executor
+            run_on_executor(model_or_path, plan, opts, emit)
+        elif plan:
+            _stream(plan, opts, _ItemWork(opts), emit)
+    finally:
+        emit.close()
+        if close_bar is not None:
+            close_bar()
+        if sink is not None:
+            sink.close()
+    if sink is not None:
+        return sink.finish()
+    rows = sorted(emit.rows, key=lambda r: (r["layer_id"], r.get("slice_id", -1)))
+    cols_seen = list(dict.fromkeys(c for r in rows for c in r)) if rows else []
+    if not rows:
+        cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
+                     + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
+    return pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
 
-    spec_kw: dict[str, Any] = {"method": method, "precision": precision}
-    if method == "randomized":
+
+def _not_done(plan: list[_Item], done: set) -> list[_Item]:
+    """The plan without the items whose rows are all in ``done`` (keys of ``results.row_key``)."""
+    if not done:
+        return plan
+    out = []
+    for it in plan:
+        s = it.spec
+        base = (it.name, int(s.N), int(s.M), int(s.rf))
+        sids = it.slice_ids if it.slice_ids is not None else [-1]
+        if not all(base + (sid,) in done for sid in sids):
+            out.append(it)
+    return out
+
+
+class _Emitter:
+    """Receives each finished item's rows (from any worker thread): keeps them, appends them
+    to the results file (durably) and moves the progress bar.  After ``close`` (the run
+    ended or was interrupted) late rows from a helper thread are dropped."""
+
+    def __init__(self, sink, update):
+        self.sink, self.update = sink, update
+        self.rows: list[dict] = []
+        self.lock = threading.Lock()
+        self.done, self.bytes_read, self.closed = 0, 0, False
+
+    def __call__(self, item: _Item, rows: list[dict], nbytes: int | None = None):
+        with self.lock:
+            if self.closed:
+                return
+            self.rows.extend(rows)
+            if self.sink is not None:
+                self.sink.append(rows)
+            self.done += 1
+            self.bytes_read += int(nbytes if nbytes is not None
+                                   else getattr(item.spec, "nbytes", 0) or 0)
+            if self.update is not None:
+                self.update(self.done, self.bytes_read, item.name)
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+
+
+def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emitter):
+    """Analyse the plan with no barrier: ``threads`` workers (the calling thread and
+    ``threads - 1`` helper threads) each take the next matrix the reader has loaded, analyse it
+    on one native thread (``work``) and emit its rows, so every core stays busy until the last
+    matrix and rows reach the results file as they finish.
+
+    The calling thread's native calls see Ctrl-C; helpers finish (and drop) their current
+    matrix.  The reader holds at most ``max(prefetch, threads)`` matrices loaded ahead and
+    ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32 data not yet
+    released."""
+    threads = opts.threads if opts.threads > 0 else (os.cpu_count() or 1)
+    nworkers = max(1, min(threads, len(plan)))
+    ahead = max(int(opts.prefetch), threads)
+    # bytes loaded and not yet released: two of the largest matrices, and on many cores one
+    # median-sized matrix per worker plus one ahead (so that every worker stays fed)
+    mems = sorted(it.mem for it in plan)
+    budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], _MIN_BUDGET)
+    reader = _Reader(plan, ahead, budget)
+    take = threading.Lock()
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def next_entry():
+        with take:
+            while not stop.is_set():
+                obj = reader.get(block=True)
+                if obj is _Reader._END:
+                    stop.set()       # also tells the other workers
+                    reader.q.put(obj)
+                    return None
+                return obj
+            return None
+
+    def loop():
+        while True:
+            obj = next_entry()
+            if obj is None:
+                return
+            idx, payload, t_read = obj
+            item = plan[idx]
+            try:
+                rows = work(item, payload, t_read)
+            finally:
+                if not isinstance(payload, BaseException):
+                    for W in payload:     # mapped pages of analysed matrices: not needed again
+                        release_mapped_pages(W)
+                del payload, obj          # drop the matrices before releasing their budget
+                reader.release(item.mem)
+            emit(item, rows)
+
+    def helper():
+        try:
+            loop()
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the calling thread
+            failure.append(exc)
+            stop.set()
+            reader.q.put(_Reader._END)
+
+    helpers = [threading.Thread(target=helper, name=f"htsr-worker-{i}", daemon=True)
+               for i in range(1, nworkers)]
+    try:
+        for h in helpers:
+            h.start()
+        loop()
+        for h in helpers:
+            h.join()
+    finally:
+        stop.set()
+        reader.close()
+    if failure:
+        raise failure[0]
+
+
+_FATAL = (KeyboardInterrupt, SystemExit, FileNotFoundError, MemoryError)
+
+
+def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
+    """(spectrum_batch keywords, fit_power_law_batch keywords) of the options."""
+    spec_kw: dict[str, Any] = {"method": opts.method, "precision": opts.precision}
+    if opts.method == "randomized":
         spec_kw.update(k=int(opts.k), oversample=opts.oversample,
                        power_iters=opts.power_iters, seed=opts.seed)
     fit_kw: dict[str, Any] = {"ks": opts.ks}
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
-
-    rows: list[dict] = []
-    done, bytes_read = 0, 0
-    if plan:
-        # read ahead at least one matrix per native thread, so a batch can keep them all busy;
-        # bytes in flight: two of the largest matrices (or 64 MiB of small ones)
-        ahead = max(int(opts.prefetch), threads if threads > 0 else (os.cpu_count() or 1))
-        budget = max(2 * max(it.mem for it in plan), _MIN_BUDGET)
-        reader = _Reader(plan, ahead, budget)
-    else:
-        reader = None
-    try:
-        finished = reader is None
-        while not finished:
-            batch, finished = _collect(reader, plan, ahead)
-            if not batch:
-                continue
-            rows.extend(_process_batch(batch, _core, spec_kw, fit_kw, opts))
-            items = [entry[0] for entry in batch]
-            for _item, mats, _t in batch:  # mapped pages of analysed matrices are not needed again
-                for W in mats:
-                    release_mapped_pages(W)
-            del batch, mats                # drop the matrices before releasing their budget
-            for item in items:
-                reader.release(item.mem)
-                done += 1
-                bytes_read += int(getattr(item.spec, "nbytes", 0) or 0)
-                if update is not None:
-                    update(done, bytes_read, item.name)
-    finally:
-        if reader is not None:
-            reader.close()
-        if close_bar is not None:
-            close_bar()
-
-    cols_seen = list(rows[0].keys()) if rows else []
-    if not rows:
-        cols_seen = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS
-                     + _metrics.TRAILING_COLUMNS if pool is False or c != "slice_id"]
-    df = pd.DataFrame(rows, columns=_metrics.order_columns(cols_seen))
-    return df
+    if opts.device is not None:  # exact spectra through torch (htsr.backends.torch)
+        spec_kw["device"] = opts.device
+    return spec_kw, fit_kw
 
 
-def _collect(reader: _Reader, plan: list[_Item], cap: int):
-    """The next batch: ``cap`` items, or fewer when the reader is held by its memory budget or
-    the plan ends -> (batch, finished).  Full batches keep every native thread busy (the
-    matrices of a batch are scheduled largest first; a batch ends with a barrier).
-    A function of its own so no reference to a matrix outlives it."""
-    got = []
-    while len(got) < cap:
-        obj = reader.get(block=True)
-        if obj is _Reader._BLOCKED:
-            if got:
-                break
-            continue
-        got.append(obj)
-        if obj is _Reader._END:
-            break
-    batch, finished = [], False
-    for obj in got:
-        if obj is _Reader._END:
-            finished = True
-            continue
-        idx, payload, t_read = obj
-        item = plan[idx]
-        if isinstance(payload, BaseException):
-            if isinstance(payload, (KeyboardInterrupt, SystemExit, FileNotFoundError,
-                                    MemoryError)):
-                raise payload
-            raise _layer_error(item, payload) from payload
-        batch.append((item, payload, t_read))
-    return batch, finished
+class _ItemWork:
+    """One item's rows: ``_process_batch`` on ``threads`` native threads (explicit, so an
+    inherited OMP_NUM_THREADS does not cap it); with ``errors='row'`` a failure (reading,
+    converting, non-finite weights, native errors) becomes an error row."""
+
+    def __init__(self, opts: AnalysisOptions, threads: int = 1):
+        from . import core as _core
+        self.core = _core
+        self.spec_kw, self.fit_kw = _native_kwargs(opts)
+        self.opts = opts.replace(threads=max(1, int(threads)), progress=None, executor=None)
+        self.errors = opts.errors
+
+    def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:
+        if isinstance(mats, BaseException):
+            if self.errors == "raise" or isinstance(mats, _FATAL):
+                if isinstance(mats, _FATAL):
+                    raise mats
+                raise _layer_error(item, mats) from mats
+            return error_rows(item, mats, t_read)
+        try:
+            return _process_batch([(item, mats, t_read)], self.core, self.spec_kw,
+                                  self.fit_kw, self.opts)
+        except Exception as exc:  # noqa: BLE001 -- an error row, or re-raised
+            if self.errors == "raise":
+                raise
+            return error_rows(item, exc, t_read)
+
+
+def error_rows(item: _Item, exc: BaseException, seconds: float = 0.0) -> list[dict]:
+    """The rows of a matrix that could not be analysed: ``status='error'``, ``message`` (the
+    exception, naming the layer and its file), metrics NaN."""
+    msg = str(exc)
+    if not msg.startswith("layer '"):
+        msg = str(_layer_error(item, exc))
+    s = item.spec
+    N, M, rf = int(s.N), int(s.M), int(s.rf)
+    base = dict(item.meta, N=N, M=M, Q=N / M if M else -1.0, rf=rf, has_esd=False)
+    base.update({c: float("nan") for c in _metrics.METRIC_COLUMNS})
+    base.update(status="error", warning="", num_pl_spikes=0, message=msg, seconds=seconds)
+    if item.slice_ids is None:
+        return [dict(base, num_evals=M * rf)]
+    return [dict(base, slice_id=sid, num_evals=M) for sid in item.slice_ids]
 
 
 def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
@@ -486,6 +641,23 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
+def _fit_units(_core, fit_inputs, items, threads, fit_kw) -> list:
+    """Power-law fits of the ESDs; None (a failed-fit row) for an ESD of fewer than 2
+    eigenvalues, which has no tail to fit; an error names the layer and its file."""
+    fits: list = [None] * len(fit_inputs)
+    todo = [i for i, ev in enumerate(fit_inputs) if ev.size >= 2]
+    try:
+        done = _core.fit_power_law_batch([fit_inputs[i] for i in todo], threads=threads, **fit_kw) if todo else []
+    except ValueError as exc:
+        m = re.match(r"\s*sample\s+(\d+)\s*:\s*", str(exc))
+        if m is None or int(m.group(1)) >= len(todo):
+            raise
+        raise _layer_error(items[todo[int(m.group(1))]], ValueError(str(exc)[m.end():])) from exc
+    for i, fit in zip(todo, done):
+        fits[i] = fit
+    return fits
+
+
 def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
@@ -499,7 +671,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     t0 = time.perf_counter()
     try:
         res = _core.spectrum_batch(mats, threads=threads, **spec_kw)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # float32 Gram overflow: OverflowError
         text = str(exc)
         m = re.match(r"\s*matrix\s+(\d+)\s*:\s*", text)
         bad = int(m.group(1)) if m and int(m.group(1)) < len(members) else None
@@ -508,18 +680,19 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if bad is None:
             bad = _find_bad_matrix(mats)
         if bad is None:
-            raise _layer_error(batch[0][0], ValueError(text)) from exc
+            raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]
         item = batch[bi][0]
         if int(item.spec.rf) > 1:
             text = f"slice {si}: {text}"
-        raise _layer_error(item, ValueError(text)) from exc
+        raise _layer_error(item, type(exc)(text)) from exc
     dt = time.perf_counter() - t0
     flops = [float(batch[bi][0].spec.N) * float(batch[bi][0].spec.M) ** 2 for bi, _ in members]
     tot = sum(flops) or 1.0
     for (bi, si), sp, fl in zip(members, res, flops):
         spectra[(bi, si)] = sp
         spec_time[bi] += dt * fl / tot
+    pre = _diag.prepare(batch, members, mats, opts, spec_kw) if _diag.active(opts) else None
     del mats
 
     # ESDs to fit: one per pooled layer, or one per slice
@@ -542,14 +715,17 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
-    fits = _core.fit_power_law_batch(fit_inputs, threads=threads, **fit_kw) if fit_inputs else []
+    fits = _fit_units(_core, fit_inputs, [batch[u[0]][0] for u in units], threads, fit_kw)
+    if pre is not None:
+        fits, fit_extra = _diag.refit(fit_inputs, fits, [(batch[u[0]][0].layer_id, u[4]) for u in units],
+                                      opts, fit_kw)
     fit_dt = (time.perf_counter() - t0) / max(len(fit_inputs), 1)
 
     rows = []
     per_item_units: dict[int, int] = {}
     for bi, *_ in units:
         per_item_units[bi] = per_item_units.get(bi, 0) + 1
-    for (bi, evs, tr, complete, sid), fit in zip(units, fits):
+    for ui, ((bi, evs, tr, complete, sid), fit) in enumerate(zip(units, fits)):
         item, _mats, t_read = batch[bi]
         s = item.spec
         meta = dict(item.meta)
@@ -558,6 +734,11 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
                                  tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
+        if pre is not None:
+            row.update(fit_extra[ui])
+            row.update(_diag.unit_columns(opts, pre, bi, range(len(evs)) if sid is None else [sid],
+                                          _eval_scale(item, pool, opts.conv2d_norm, opts.normalize),
+                                          np.sort(np.concatenate(evs)), fit, row, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
         rows.append(row)

@@ -40,6 +40,78 @@ BITS = {v[0]: v[1] for v in ST_DTYPES.values()}
 BITS["mxfp4"] = 4.25  # a 4-bit code per value + an 8-bit exponent per 32 values
 FP8 = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
 
+# GGML tensor types (ggml.h ``enum ggml_type``): id -> (our name, values per block, bytes per
+# block); the name is ours for lossless floats, else the lower-cased GGML name (``q4_k``).
+GGML_TYPES = {
+    0: ("float32", 1, 4), 1: ("float16", 1, 2), 2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20),
+    6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34), 9: ("q8_1", 32, 40),
+    10: ("q2_k", 256, 84), 11: ("q3_k", 256, 110), 12: ("q4_k", 256, 144),
+    13: ("q5_k", 256, 176), 14: ("q6_k", 256, 210), 15: ("q8_k", 256, 292),
+    16: ("iq2_xxs", 256, 66), 17: ("iq2_xs", 256, 74), 18: ("iq3_xxs", 256, 98),
+    19: ("iq1_s", 256, 50), 20: ("iq4_nl", 32, 18), 21: ("iq3_s", 256, 110),
+    22: ("iq2_s", 256, 82), 23: ("iq4_xs", 256, 136), 24: ("int8", 1, 1), 25: ("int16", 1, 2),
+    26: ("int32", 1, 4), 27: ("int64", 1, 8), 28: ("float64", 1, 8), 29: ("iq1_m", 256, 56),
+    30: ("bfloat16", 1, 2), 34: ("tq1_0", 256, 54), 35: ("tq2_0", 256, 66),
+    39: ("mxfp4", 32, 17), 40: ("nvfp4", 64, 36), 41: ("q1_0", 128, 18),
+}
+# raw-bits numpy dtype of the GGML types read without a dequantizer
+GGML_RAW = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float64": "<f8",
+            "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8"}
+for _name, _blk, _size in GGML_TYPES.values():
+    BITS.setdefault(_name, 8 * _size / _blk)
+# integer weights with scales (ONNX): torch's names of quantized dtypes
+QUANTIZED_INT = {"qint8": 8, "quint8": 8, "qint4": 4, "quint4": 4}
+BITS.update(QUANTIZED_INT)
+# dtypes whose Entry.get() returns float32 values already (dequantized by the reader)
+DEQUANTIZED = ({"mxfp4"} | set(QUANTIZED_INT)
+               | {v[0] for v in GGML_TYPES.values() if v[0] not in GGML_RAW})
+
+
+@functools.cache
+def _ggml_decoder(type_id: int):
+    """``(dequantize, GGMLQuantizationType)`` of the gguf package for a GGML type it decodes."""
+    try:
+        from gguf.constants import GGMLQuantizationType
+        from gguf.quants import dequantize
+    except ImportError:
+        raise ImportError(f"decoding GGML type {GGML_TYPES[type_id][0]} needs the gguf "
+                          "package (pip install 'htsr[gguf]')") from None
+    qt = GGMLQuantizationType(type_id)
+    _, blk, size = GGML_TYPES[type_id]
+    try:
+        dequantize(np.zeros((1, size), np.uint8), qt)
+    except NotImplementedError:
+        return None
+    return dequantize, qt
+
+
+def ggml_check(type_id: int, what: str) -> str:
+    """Our name of GGML type ``type_id``; ValueError naming ``what`` and the type when htsr
+    cannot decode it (unknown id, or a type without a dequantizer such as ``q8_k``)."""
+    if type_id not in GGML_TYPES:
+        raise ValueError(f"{what}: unknown GGML type id {type_id}")
+    name = GGML_TYPES[type_id][0]
+    if name in DEQUANTIZED and _ggml_decoder(type_id) is None:
+        raise ValueError(f"{what}: GGML type {name} is not supported (no dequantizer for it "
+                         "in the gguf package)")
+    return name
+
+
+def ggml_dequantize(raw: np.ndarray, type_id: int, rows: int = 0) -> np.ndarray:
+    """float32 ``[R, cols]`` of GGML blocks ``raw`` (uint8 ``[R, bytes per row]``), decoded by the
+    ``gguf`` package (llama.cpp's gguf-py, the reference decoder) ``rows`` rows at a time (all
+    when 0) so that its temporaries stay small; mapped pages are given back once decoded."""
+    dequantize, qt = _ggml_decoder(type_id)
+    _, blk, size = GGML_TYPES[type_id]
+    R = raw.shape[0]
+    out = np.empty((R, raw.shape[1] // size * blk), dtype=np.float32)
+    step = rows or max(R, 1)
+    for i in range(0, R, step):
+        part = raw[i:i + step]
+        out[i:i + step] = dequantize(part, qt)
+        release_mapped_pages(part)
+    return out
+
 
 @functools.cache
 def _fp8_lut(dtype: str) -> np.ndarray:
@@ -149,7 +221,7 @@ def convert(x, dtype: str) -> np.ndarray:
     """float32 values of a stored tensor; a converted memory-mapped tensor gives its pages back."""
     if is_torch_tensor(x):
         return _torch_f32(x)
-    if dtype == "mxfp4":  # dequantized already (_decode_mxfp4)
+    if dtype in DEQUANTIZED:  # decoded by the reader already (MXFP4, GGML blocks)
         return x
     out = to_float32(x, dtype)
     if out is not x:

@@ -2,6 +2,7 @@
 the splitting of fused q/k/v, gate/up and expert tensors into logical matrices."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -23,26 +24,43 @@ def is_uint(x) -> bool:
 
 
 class Config:
+    """Model config values (top level, then nested ``text_config``-style dicts); ``source`` names
+    the config in errors."""
+
     _NESTED = ("text_config", "llm_config", "language_config", "attn_config")
 
-    def __init__(self, d: Mapping | None):
+    def __init__(self, d: Mapping | None, source: str = "config"):
         self.d = dict(d) if d else {}
+        self.source = source
 
-    def get(self, *keys, default=None):
+    def _find(self, keys):
         for k in keys:
             if k in self.d and self.d[k] is not None:
-                return self.d[k]
+                return k, self.d[k]
         for sub in self._NESTED:
             s = self.d.get(sub)
             if isinstance(s, Mapping):
                 for k in keys:
                     if k in s and s[k] is not None:
-                        return s[k]
-        return default
+                        return f"{sub}.{k}", s[k]
+        return None, None
 
-    def get_int(self, *keys):
-        v = self.get(*keys)
-        return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v else None
+    def get(self, *keys, default=None):
+        v = self._find(keys)[1]
+        return default if v is None else v
+
+    def get_int(self, *keys) -> int | None:
+        """A positive whole number (int or integral float); None when absent, 0 or not a number
+        (Swin's per-stage ``num_heads`` list); a negative, fractional, non-finite or boolean
+        value is a ValueError naming the key."""
+        k, v = self._find(keys)
+        if not isinstance(v, (int, float)) or (type(v) in (int, float) and v == 0):
+            return None
+        if type(v) is int and v > 0:
+            return v
+        if type(v) is float and math.isfinite(v) and v > 0 and v.is_integer():
+            return int(v)
+        raise ValueError(f"{self.source}: {k} = {v!r} is not a positive whole number")
 
     @property
     def model_type(self) -> str:
@@ -122,7 +140,7 @@ def infer_type(key: str, shape: tuple, cfg: Config) -> str | None:
 def type_2d(key: str, cfg: Config) -> str:
     mod = _module_comp(key)
     low = mod.lower()
-    if "embed" in low or low in ("wte", "wpe"):
+    if "embed" in low or low in ("wte", "wpe") or low.endswith("_embd"):  # GGUF token_embd
         return "embedding"
     if mod in _GPT2_CONV1D and (not cfg.model_type or cfg.model_type in _GPT2_TYPES):
         return "conv1d"
@@ -193,7 +211,7 @@ def split_2d(name: str, shape2d: tuple, cfg: Config, orientation: str | None):
         return _qkv_generic(r, c, 0)
     if comp == "in_proj_weight":
         return _qkv_generic(r, c, 0)
-    if comp in ("qkv_proj", "qkv", "Wqkv"):
+    if comp in ("qkv_proj", "qkv", "Wqkv", "attn_qkv"):  # attn_qkv: GGUF
         nkv = cfg.get_int("num_key_value_heads", "num_kv_heads", "kv_n_heads", "n_head_kv") or nh
         if nh and hd and nh * hd + 2 * nkv * hd == r:
             return _concat(0, (nh * hd, nkv * hd, nkv * hd), "qkv")
@@ -237,7 +255,7 @@ def _interleave(r: int, nh: int):
 
 def split_expert(name: str, slab: tuple, cfg: Config):
     """[(part, selector)] for one expert of a fused ``gate_up_proj``, or None."""
-    if not name.rsplit(".", 1)[-1].endswith("gate_up_proj"):
+    if not name.rsplit(".", 1)[-1].endswith(("gate_up_proj", "gate_up_exps")):
         return None
     a, b = slab
     mt = cfg.model_type

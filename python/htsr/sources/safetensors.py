@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import Entry, Format
 from .dtypes import FLOAT_NAMES, ST_DTYPES, convert
-from .files import read_index
+from .files import read_index, require_size
 from .naming import is_uint, natural_key
 
 MAX_HEADER_BYTES = 100_000_000
@@ -49,6 +49,8 @@ class SafetensorsFile:
             blob = fh.read(n)
         try:
             header = json.loads(blob.decode("utf-8"))
+        except RecursionError:
+            raise ValueError(f"{p}: safetensors header is nested too deeply to parse") from None
         except (UnicodeDecodeError, ValueError) as exc:
             raise ValueError(f"{p}: safetensors header is not valid JSON: {exc}") from None
         if not isinstance(header, dict):
@@ -113,6 +115,7 @@ class SafetensorsFile:
                              "supported")
         if t.end == t.begin:
             return np.empty(t.shape, dtype=npdt)
+        require_size(self.path, self.data_start + t.end, f"tensor {name!r}")
         buf = self._map()[self.data_start + t.begin:self.data_start + t.end]
         return np.asarray(buf).view(np.dtype(npdt)).reshape(t.shape)
 
@@ -133,10 +136,10 @@ def st_entry(f: SafetensorsFile, info: TensorInfo) -> Entry:
 
 def safetensors_entries(files: list[str], index: str | None) -> list[Entry]:
     out: dict[str, Entry] = {}
-    wm = read_index(index) if index else None
-    if wm is not None:
+    wm = None
+    if index:
+        wm, files = read_index(index)
         d = os.path.dirname(os.path.abspath(index))
-        files = [os.path.join(d, s) for s in sorted(set(wm.values()), key=natural_key)]
     opened = {}
     for fpath in files:
         f = SafetensorsFile(fpath)

@@ -2,6 +2,7 @@
 ``torch.load(mmap=True, weights_only=True)`` files."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from .base import Entry, Format, LayerSpec, np_entry
 from .dtypes import is_torch_tensor
-from .files import read_index
+from .files import read_index, require_size
 from .naming import natural_key
 from .specs import Maker
 
@@ -116,12 +117,11 @@ def mapping_entries(sd: Mapping, source: str, *, sort: bool) -> list[Entry]:
 
 
 def torch_file_entries(files: list[str], index: str | None) -> list[Entry]:
-    wm = read_index(index) if index else None
-    if wm is not None:
-        d = os.path.dirname(os.path.abspath(index))
-        files = [os.path.join(d, s) for s in sorted(set(wm.values()), key=natural_key)]
+    if index:
+        files = read_index(index)[1]
     out: dict[str, Entry] = {}
     for fpath in files:
+        size = os.path.getsize(fpath)
         obj = _torch_load(fpath)
         if not isinstance(obj, Mapping):
             raise ValueError(f"{fpath}: torch.load returned a {type(obj).__name__}, not a "
@@ -129,8 +129,15 @@ def torch_file_entries(files: list[str], index: str | None) -> list[Entry]:
         for e in mapping_entries(obj, fpath, sort=False):
             if e.key in out:
                 raise ValueError(f"{fpath}: tensor {e.key!r} also in {out[e.key].source}")
+            e.get = functools.partial(_checked_get, e.get, fpath, size, e.key)
             out[e.key] = e
     return sorted(out.values(), key=lambda e: natural_key(e.key))
+
+
+def _checked_get(get, path, size, key):
+    """The tensor of a ``torch.load(mmap=True)`` file, once the file still has its size."""
+    require_size(path, size, f"tensor {key!r} (memory-mapped by torch.load)")
+    return get()
 
 
 def _torch_load(path):
