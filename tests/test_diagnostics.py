@@ -82,10 +82,16 @@ def test_ww_mode_is_weightwatchers_mp_fit(N, M, k):
     np.testing.assert_allclose([got[n] for n in names[1:]], ref[1:], rtol=1e-10)
 
 
+@__import__("functools").lru_cache(maxsize=None)
+def _noise_spectrum(N, M, seed):
+    W = _gauss(N, M, seed)
+    return np.linalg.eigvalsh(W.T @ W)
+
+
 @pytest.mark.parametrize("method", ["median", "bema", "kn", "ww"])
 def test_pure_noise_has_no_spikes_and_unit_sigma(method):
     for N, M, seed in ((2048, 1024, 1), (1000, 1000, 2)):
-        r = mp.mp_fit(np.linalg.eigvalsh(_gauss(N, M, seed).T @ _gauss(N, M, seed)), N, M, method)
+        r = mp.mp_fit(_noise_spectrum(N, M, seed), N, M, method)
         assert r["num_spikes"] == 0, (method, N, M)
         assert abs(r["sigma_mp"] - 1) < 0.03
 
@@ -447,6 +453,9 @@ def test_distances_match_weightwatcher(method):
         avg, _db, ref = ww.WeightWatcher().distances(a, b, method=method)
     got_avg, got_db, got = htsr.WeightWatcher().distances(a, b, method=method)
     assert list(got["name"]) == [n for n in ref["longname"]]
+    assert list(got.index) == list(ref.index)                  # WeightWatcher's layer ids
+    one = htsr.WeightWatcher().distances(a, b, method=method, layers=[int(ref.index[1])])[2]
+    assert list(one.index) == [int(ref.index[1])]
     tol = 1e-5 if method != "cka" else 0.05    # cka: WeightWatcher's conv slices are oriented N x M
     np.testing.assert_allclose(got["delta_W"].to_numpy(float)[:2], ref["delta_W"].to_numpy(float)[:2], rtol=1e-5)
     np.testing.assert_allclose(got["delta_W"].to_numpy(float), ref["delta_W"].to_numpy(float), rtol=tol)

@@ -301,17 +301,14 @@ class WeightWatcher:
 
 def _distances(self, model_1, model_2, method="raw", layers=[], start_ids=0, pool=True, channels=None):
     """WeightWatcher.distances: (avg_dW, avg_db, df) over matrices paired by name
-    (``htsr.distances``; WeightWatcher pairs them by position)."""
+    (``htsr.distances``; WeightWatcher pairs them by position), WeightWatcher's layer ids."""
     from .diagnostics.distances import distances
 
     if channels is not None:
         _not_implemented("channels", channels)
     if str(method).lower() not in ("raw", "euclidean", "cka"):
         raise ValueError(f"Error, method not valid: {method!r}")
-    avg_dW, avg_db, df = distances(model_1, model_2, method, layers=layers)
-    if start_ids:
-        df.index = df.index + int(start_ids)
-    return avg_dW, avg_db, df
+    return distances(model_1, model_2, method, _select=_ww_select(model_1, layers, start_ids))
 
 
 def _vector_metrics(self, vectors=None, params=None):

@@ -44,9 +44,9 @@ _VERSION = 1
 
 #: columns read back as text (everything else: int if it parses as one, else float)
 _TEXT = {"name", "longname", "layer_type", "part", "source", "stored_dtype", "status",
-         "warning", "message"}
+         "warning", "message", "best_fit"}
 #: text columns whose empty value is '' (the others: None)
-_EMPTY_TEXT = {"warning"}
+_EMPTY_TEXT = {"warning", "best_fit"}
 
 
 def file_columns(pool: bool, extra=()) -> list[str]:
@@ -145,7 +145,7 @@ def _parse_cell(col: str, s: str):
     try:
         return float(s)
     except ValueError:
-        return s                # a text column not listed in _TEXT (e.g. best_fit)
+        return s        # a text column of the metadata (extra columns)
 
 
 def _read_lines_jsonl(path: str) -> list[dict]:

@@ -26,11 +26,15 @@ def main() -> int:
     failed = []
     for target in args.targets:
         with tempfile.TemporaryDirectory() as scratch:
+            corpus = os.path.join(scratch, "corpus")
+            os.mkdir(corpus)
             cmd = [sys.executable, os.path.join(HERE, "targets.py"), target, f"-max_total_time={args.seconds}",
                    "-timeout=20", "-rss_limit_mb=2048", "-max_len=4096", "-print_final_stats=1",
-                   f"-artifact_prefix={os.path.join(args.artifacts, target)}-", scratch,
+                   f"-artifact_prefix={os.path.join(args.artifacts, target)}-", corpus,
                    os.path.join(HERE, "corpus", target)]
-            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            work = os.path.join(scratch, "files")
+            os.mkdir(work)
+            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", HTSR_FUZZ_WORK=work)
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         log = proc.stdout + proc.stderr
         runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log)

@@ -24,7 +24,8 @@ with atheris.instrument_imports(include=["htsr"]):
     import htsr
     import htsr.sources  # noqa: F401  (the readers under test)
 
-WORK = tempfile.mkdtemp(prefix="htsr-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+# where the fuzzed files are written (run.py passes a directory it removes afterwards)
+WORK = os.environ.get("HTSR_FUZZ_WORK") or tempfile.mkdtemp(prefix="htsr-fuzz-")
 
 
 def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict | None = None) -> bytes:
@@ -58,84 +59,43 @@ def _open_all(path: str) -> None:
         pass
 
 
-def _fixture_dir(name: str, files: dict[str, bytes]) -> str:
-    d = os.path.join(WORK, name)
-    os.makedirs(d, exist_ok=True)
-    for f, b in files.items():
-        _write(os.path.join(d, f), b)
-    return d
-
-
 def _rng_matrix(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 # --- targets -----------------------------------------------------------------------------------
-def safetensors(data: bytes) -> None:
-    """One .safetensors file: the 8-byte length, the JSON header, the offsets, the dtypes."""
-    d = os.path.join(WORK, "st")
-    os.makedirs(d, exist_ok=True)
-    _open_all(_write(os.path.join(d, "model.safetensors"), data))
+def _target(fuzzed: str, what: str, fixtures=None):
+    """A target writing the input as the checkpoint file ``fuzzed`` (beside the valid files
+    ``fixtures()`` returns, written once) and opening it (the folder, when there are fixtures)."""
+    d = os.path.join(WORK, fuzzed.replace(".", "_"))
+    state = {}
+
+    def target(data: bytes) -> None:
+        if not state:
+            os.makedirs(d, exist_ok=True)
+            for name, content in (fixtures() if fixtures else {}).items():
+                _write(os.path.join(d, name), content)
+            state["ready"] = True
+        path = _write(os.path.join(d, fuzzed), data)
+        _open_all(d if fixtures else path)
+    target.__doc__ = what
+    return target
 
 
-_SHARDS = None
-
-
-def index(data: bytes) -> None:
-    """model.safetensors.index.json of a sharded folder (two valid shards beside it)."""
-    global _SHARDS
-    if _SHARDS is None:
-        _SHARDS = _fixture_dir("index", {
-            "model-00001-of-00002.safetensors": safetensors_bytes({"a.weight": _rng_matrix((6, 4), 1)}),
-            "model-00002-of-00002.safetensors": safetensors_bytes({"b.weight": _rng_matrix((5, 3), 2)}),
-        })
-    _write(os.path.join(_SHARDS, "model.safetensors.index.json"), data)
-    _open_all(_SHARDS)
-
-
-def npz(data: bytes) -> None:
-    """A .npz archive: zip directory, local headers, .npy member headers, stored and deflated data."""
-    d = os.path.join(WORK, "npz")
-    os.makedirs(d, exist_ok=True)
-    _open_all(_write(os.path.join(d, "weights.npz"), data))
-
-
-def npy(data: bytes) -> None:
-    """A lone .npy file."""
-    d = os.path.join(WORK, "npy")
-    os.makedirs(d, exist_ok=True)
-    _open_all(_write(os.path.join(d, "layer.weight.npy"), data))
-
-
-_CONFIGURED = None
-
-
-def config(data: bytes) -> None:
-    """config.json beside fused attention / MLP / MoE tensors, which it tells how to split."""
-    global _CONFIGURED
-    if _CONFIGURED is None:
-        _CONFIGURED = _fixture_dir("config", {"model.safetensors": safetensors_bytes({
-            "model.layers.0.self_attn.qkv_proj.weight": _rng_matrix((16 + 2 * 8, 16), 3),
-            "model.layers.0.mlp.gate_up_proj.weight": _rng_matrix((2 * 12, 16), 4),
-            "model.layers.0.mlp.experts.gate_up_proj": _rng_matrix((2, 16, 2 * 6), 5),
-            "transformer.h.0.attn.c_attn.weight": _rng_matrix((16, 3 * 16), 6),
-        })})
-    _write(os.path.join(_CONFIGURED, "config.json"), data)
-    _open_all(_CONFIGURED)
-
-
-def gguf(data: bytes) -> None:
-    """A .gguf file: magic, version, metadata key/values, tensor infos, alignment, quantized blocks."""
-    d = os.path.join(WORK, "gguf")
-    os.makedirs(d, exist_ok=True)
-    _open_all(_write(os.path.join(d, "model.gguf"), data))
-
-
-def onnx(data: bytes) -> None:
-    """A .onnx protobuf: graph initializers (raw, typed, external data references), node attributes."""
-    d = os.path.join(WORK, "onnx")
-    os.makedirs(d, exist_ok=True)
-    _open_all(_write(os.path.join(d, "model.onnx"), data))
+safetensors = _target("model.safetensors", "One .safetensors file: the 8-byte length, the JSON header, the offsets, the dtypes.")
+npz = _target("weights.npz", "A .npz archive: zip directory, local headers, .npy member headers, stored and deflated data.")
+npy = _target("layer.weight.npy", "A lone .npy file.")
+gguf = _target("model.gguf", "A .gguf file: magic, version, metadata, tensor infos, alignment, quantized blocks.")
+onnx = _target("model.onnx", "A .onnx protobuf: initializers (raw, typed, external data references), attributes.")
+index = _target("model.safetensors.index.json", "The index of a sharded folder (two valid shards beside it).", lambda: {
+    "model-00001-of-00002.safetensors": safetensors_bytes({"a.weight": _rng_matrix((6, 4), 1)}),
+    "model-00002-of-00002.safetensors": safetensors_bytes({"b.weight": _rng_matrix((5, 3), 2)})})
+config = _target("config.json", "config.json beside fused attention / MLP / MoE tensors, which it tells how to split.",
+                 lambda: {"model.safetensors": safetensors_bytes({
+                     "model.layers.0.self_attn.qkv_proj.weight": _rng_matrix((16 + 2 * 8, 16), 3),
+                     "model.layers.0.mlp.gate_up_proj.weight": _rng_matrix((2 * 12, 16), 4),
+                     "model.layers.0.mlp.experts.gate_up_proj": _rng_matrix((2, 16, 2 * 6), 5),
+                     "transformer.h.0.attn.c_attn.weight": _rng_matrix((16, 3 * 16), 6)})})
 
 
 TARGETS = {"safetensors": safetensors, "index": index, "npz": npz, "npy": npy, "config": config, "gguf": gguf,

@@ -47,21 +47,22 @@ def _cka(A, B) -> float:
     return float(num / (norm + 1e-6 if norm < 1e-6 else norm))
 
 
-def distances(a, b, method: str = "raw", *, layers=(), split_fused: bool = False):
+def distances(a, b, method: str = "raw", *, layers=(), split_fused: bool = False, _select=None):
     """Per-layer distances between two models with matching matrix names (see module doc).
-    ``layers``: names (or ids of ``a``'s ``describe`` table) to keep."""
+    ``layers``: ids (``analyze``'s ids of ``a``) and/or exact names to keep; ``_select``: a
+    metadata filter (the facade's, which also sets WeightWatcher's ids)."""
     import pandas as pd
+
+    from ..analysis import _plan
+    from ..options import AnalysisOptions
 
     method = str(method).lower()
     if method not in DISTANCE_METHODS:
         raise ValueError(f"method must be one of {DISTANCE_METHODS}, got {method!r}")
-    sa, sb = _specs(a, split_fused), _specs(b, split_fused)
-    keep = {str(x) for x in layers if isinstance(x, str)}
-    ids = {int(x) for x in layers if not isinstance(x, str)}
+    sb = _specs(b, split_fused)
     rows = []
-    for lid, (name, spec) in enumerate(sa.items()):
-        if (keep or ids) and name not in keep and lid not in ids:
-            continue
+    for item in _plan(a, AnalysisOptions(layers=layers, split_fused=split_fused), select=_select):
+        name, spec = item.name, item.spec
         other = sb.get(name)
         if other is None:
             continue
@@ -74,7 +75,7 @@ def distances(a, b, method: str = "raw", *, layers=(), split_fused: bool = False
             d = float(np.mean([np.linalg.norm(x - y) for x, y in zip(A, B)]))
         else:
             d = float(np.mean([_cka(x, y) for x, y in zip(A, B)]))
-        rows.append(dict(layer_id=lid, method=method, name=name, delta_W=d, delta_b=0.0,
+        rows.append(dict(layer_id=item.layer_id, method=method, name=name, delta_W=d, delta_b=0.0,
                          M=int(spec.M), N=int(spec.N), b_shape="unknown", longname=name))
     df = pd.DataFrame(rows, columns=["layer_id", "method", "name", "delta_W", "delta_b", "M", "N",
                                      "b_shape", "longname"]).set_index("layer_id")
