@@ -3,7 +3,8 @@ environment -- against ``weightwatcher`` and against the ``htsr.WeightWatcher`` 
 report which public-API tests pass with each.
 
     python benchmarks/ww_testsuite.py [--test-file PATH] [--full] [--out results.json]
-                                      [--classes Test_A,Test_B] [--timeout 1500]
+                                      [--classes Test_A,Test_B] [--timeout 3600]
+                                      [--ww-results earlier.json]
 
 Nothing of WeightWatcher is copied here: ``--test-file`` (default: ``$WW_TEST_FILE``, else
 ``tests/test.py`` at HEAD of the git mirror ``$WW_MIRROR``) and the installed ``weightwatcher``
@@ -26,6 +27,8 @@ What is substituted (no network, no torchvision/tensorflow/transformers here):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -155,7 +158,6 @@ class _Recorder(unittest.TestResult):
 
     def addSkip(self, test, reason):
         self._emit(test, "skip")
-        self.out.flush()
 
     def addExpectedFailure(self, test, err):
         self._emit(test, "xfail", err)
@@ -185,8 +187,6 @@ def child(mode: str, test_file: str, classes: list[str], full: bool, out_path: s
         for name in classes:
             suite = loader.loadTestsFromTestCase(getattr(mod, name))
             result = _Recorder(out)
-            import contextlib
-            import io
             with contextlib.redirect_stdout(io.StringIO()):
                 suite.run(result)
 
@@ -223,8 +223,10 @@ def main(argv=None) -> int:
     ap.add_argument("--test-file")
     ap.add_argument("--classes", default=",".join(SELECTED))
     ap.add_argument("--full", action="store_true", help="torchvision's 4096-wide VGG classifier")
-    ap.add_argument("--timeout", type=float, default=1500.0, help="seconds per mode")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per mode")
     ap.add_argument("--out", help="write the per-test results (JSON) here")
+    ap.add_argument("--ww-results", help="reuse WeightWatcher's results from an earlier --out "
+                    "file (same classes and --full): runs only the facade")
     ap.add_argument("--child", choices=("ww", "htsr"), help=argparse.SUPPRESS)
     ap.add_argument("--results", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -238,7 +240,11 @@ def main(argv=None) -> int:
                PYTHONWARNINGS="ignore", MPLBACKEND="Agg")
     res, secs = {}, {}
     with tempfile.TemporaryDirectory(prefix="ww_suite_") as tmp:
-        for mode in ("ww", "htsr"):
+        if a.ww_results:
+            with open(a.ww_results, encoding="utf-8") as fh:
+                prev = json.load(fh)
+            res["ww"], secs["ww"] = prev["results"]["ww"], prev["seconds"]["ww"]
+        for mode in ("htsr",) if a.ww_results else ("ww", "htsr"):
             path = os.path.join(tmp, f"{mode}.jsonl")
             cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--test-file",
                    test_file, "--classes", ",".join(classes), "--results", path] + \

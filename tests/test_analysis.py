@@ -62,7 +62,7 @@ class Stack(torch.nn.Module):
         self.fc1 = torch.nn.Linear(120, 64)
         self.fc2 = torch.nn.Linear(64, 48)
         self.norm = torch.nn.LayerNorm(48)
-        self.tiny = torch.nn.Linear(6, 5)       # M = 5 < min_evals: skipped, no id
+        self.tiny = torch.nn.Linear(6, 5)       # M = 5 < min_evals: skipped (keeps id 4)
 
 
 @pytest.fixture(scope="module")

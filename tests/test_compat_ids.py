@@ -105,6 +105,16 @@ def test_resnet18_layer_67_is_fc(resnet, resnet_sd):
     assert list(ours(resnet_sd, layers=[41])["longname"]) == ["fc"]
 
 
+def test_get_framework_layer_by_weightwatcher_id(resnet, resnet_sd):
+    for model, layer in ((resnet, 67), (resnet, 7), (resnet, "fc"), (resnet_sd, 41)):
+        got = ours(model, "get_framework_layer", layer=layer)
+        want = theirs(model, "get_framework_layer", layer=layer)
+        assert got is want if isinstance(model, torch.nn.Module) else got == want
+    assert ours(resnet, "get_framework_layer", layer=67) is resnet.fc
+    with pytest.raises(ValueError, match="layer id 2"):        # bn1: not a layer WW lists
+        ours(resnet, "get_framework_layer", layer=2)
+
+
 def _save_shards(d, sd, kind, index=False):
     from safetensors.torch import save_file
     keys = list(sd)

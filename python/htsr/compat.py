@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -280,16 +281,30 @@ class WeightWatcher:
         model = self._set_model(model)
         if layer is None:
             raise ValueError("get_ESD needs layer= (an id or a name)")
+        name = self._layer_name(model, layer)
+        if random:
+            from .diagnostics.randomize import random_esd
+            return random_esd(model, name, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
+        return _analysis.esd(model, name, split_fused=False, min_evals=DEFAULT_MIN_EVALS)
+
+    def get_framework_layer(self, model=None, layer=None, params=None):
+        """The framework layer of one layer (id or name): the torch module, or for a
+        state_dict / folder its key without ``.weight`` (what WeightWatcher returns)."""
+        model = self._set_model(model)
+        name = self._layer_name(model, layer)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(model, torch.nn.Module):
+            return model.get_submodule(name)
+        return name
+
+    def _layer_name(self, model, layer) -> str:
+        """htsr's name of the layer WeightWatcher's id or name selects (first match)."""
         desc = self.describe(model, layers=[layer])      # WeightWatcher's ids, names, defaults
         if len(desc) == 0:
             kind = "name" if isinstance(layer, str) else "id"
             raise ValueError(f"Can not find layer {kind} {layer!r} among the layers describe() "
                              "lists")
-        if random:
-            from .diagnostics.randomize import random_esd
-            return random_esd(model, desc["name"][0], split_fused=False, min_evals=DEFAULT_MIN_EVALS)
-        return _analysis.esd(model, desc["name"][0], split_fused=False,
-                             min_evals=DEFAULT_MIN_EVALS)
+        return desc["name"][0]
 
 
 def _distances(self, model_1, model_2, method="raw", layers=[], start_ids=0, pool=True, channels=None):
@@ -338,5 +353,5 @@ def _missing_method(name):
 
 
 # WeightWatcher methods htsr does not offer yet: a clear NotImplementedError, not AttributeError.
-for _name in ("get_Weights", "get_framework_layer", "SVDSmoothing", "SVDSharpness", "analyze_vectors"):
+for _name in ("get_Weights", "SVDSmoothing", "SVDSharpness", "analyze_vectors"):
     setattr(WeightWatcher, _name, _missing_method(_name))
