@@ -1,8 +1,8 @@
 // pybind11 bindings of the htsr C++ core (module htsr._core). Thin by design: numpy arrays in,
-// plain structs and numpy arrays out, the GIL released around native work, batches
-// interruptible with Ctrl-C between items. Argument checking lives in python/htsr/core.py;
-// C++ exceptions map to Python: invalid_argument -> ValueError, overflow_error ->
-// OverflowError, others -> RuntimeError, Cancelled -> KeyboardInterrupt.
+// plain structs and numpy arrays out, the GIL released around native work, batches and fits
+// interruptible with Ctrl-C (batches between items, fits between candidates). Argument
+// checking lives in python/htsr/core.py; C++ exceptions map to Python: invalid_argument ->
+// ValueError, overflow_error -> OverflowError, others -> RuntimeError, Cancelled -> KeyboardInterrupt.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,9 +20,13 @@
 #include <vector>
 
 #include "htsr/batch.hpp"
+#include "htsr/bootstrap.hpp"
+#include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/powerlaw.hpp"
+#include "htsr/shuffle.hpp"
 #include "htsr/spectrum.hpp"
+#include "htsr/vectors.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -125,8 +130,9 @@ class WorkerPool {
 };
 
 /// Runs work(cancel) on a pooled native thread while this (the calling, GIL-holding) thread
-/// polls for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items and
-/// the KeyboardInterrupt is re-raised.
+/// polls for signals every 50 ms; on Ctrl-C the cancel flag stops the batch between items (a
+/// fit between candidates) and the KeyboardInterrupt is re-raised. The OpenMP team is the
+/// worker's, never the caller's, so a process forked by the caller can run native work again.
 template <class F>
 auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<bool>*>(nullptr))) {
     using Result = decltype(work(static_cast<const std::atomic<bool>*>(nullptr)));
@@ -160,9 +166,40 @@ auto run_interruptible(F&& work) -> decltype(work(static_cast<const std::atomic<
     return std::move(*result);
 }
 
+/// One MatrixView per array; an error names the matrix index.
+std::vector<MatrixView> views_of(const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes) {
+    if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
+    std::vector<MatrixView> ws;
+    for (size_t i = 0; i < arrays.size(); ++i) {
+        try {
+            ws.push_back(view_of(arrays[i], dtypes[i]));
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
+        }
+    }
+    return ws;
+}
+
+FitOptions fit_options(const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
+                       double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads);
+
+/// Options of an adaptive randomized spectrum: {"rtol", "margin", "fit": dict of fit_options' arguments}.
+void adaptive_options(SpectrumOptions& o, const py::dict& adaptive) {
+    if (adaptive.empty()) return;
+    o.adaptive = true;
+    o.rtol = adaptive["rtol"].cast<double>();
+    o.margin = adaptive["margin"].cast<double>();
+    const py::dict f = adaptive["fit"].cast<py::dict>();
+    o.fit = fit_options(f["ks"].cast<std::string>(), f["xmin"].cast<double>(), f["xmin_lo"].cast<double>(),
+                        f["xmin_hi"].cast<double>(), f["xmax"].cast<double>(), f["min_tail"].cast<int64_t>(),
+                        f["floor"].cast<double>(), f["small_n"].cast<bool>(), f["every_position"].cast<bool>(), false,
+                        f["prune"].cast<bool>(), 1);
+}
+
 SpectrumOptions spectrum_options(const std::string& method, const std::string& precision, bool normalize, int64_t k,
-                                 int64_t oversample, int power_iters, uint64_t seed) {
+                                 int64_t oversample, int power_iters, uint64_t seed, const py::dict& adaptive) {
     SpectrumOptions o;
+    adaptive_options(o, adaptive);
     o.method = parse_method(method);
     o.precision = parse_precision(precision);
     o.normalize = normalize;
@@ -214,6 +251,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("N", &Spectrum::N)
         .def_readonly("M", &Spectrum::M)
         .def_readonly("complete", &Spectrum::complete, "False when only the top k were computed")
+        .def_property_readonly("errors", [](const Spectrum& s) { return to_numpy(s.errors); },
+                               "randomized: bound on lambda_i - value_i >= 0 per value (same order); empty for exact routes")
+        .def_readonly("k_computed", &Spectrum::k_computed, "randomized: k of the last sketch (M: adaptive ran the exact route)")
         .def("__repr__", [](const Spectrum& s) {
             return "Spectrum(N=" + std::to_string(s.N) + ", M=" + std::to_string(s.M) + ", values=" +
                    std::to_string(s.eigenvalues.size()) + (s.complete ? "" : ", top-k") + ")";
@@ -233,6 +273,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("alphas", [](const FitResult& r) { return to_numpy(r.alphas); })
         .def_property_readonly("Ds", [](const FitResult& r) { return to_numpy(r.Ds); })
         .def_property_readonly("sigmas", [](const FitResult& r) { return to_numpy(r.sigmas); })
+        .def_readonly("evaluations", &FitResult::evaluations, "KS points evaluated: the scan's work, independent of the machine")
         .def("to_dict", [](const FitResult& r) {
             py::dict d;
             d["alpha"] = r.alpha; d["xmin"] = r.xmin; d["xmax"] = r.xmax; d["D"] = r.D; d["sigma"] = r.sigma;
@@ -246,42 +287,33 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("spectrum",
           [](const py::array& a, const std::string& dtype, const std::string& method, const std::string& precision,
-             bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed, int threads) {
+             bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed, int threads, const py::dict& adaptive) {
               const MatrixView w = view_of(a, dtype);
-              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed, adaptive);
               py::gil_scoped_release release;
               lapack::BlasThreads blas(resolve_threads(threads, 1 << 30));
               return spectrum(w, o);
           },
           py::arg("a"), py::arg("dtype"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
-          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"), py::arg("adaptive") = py::dict());
 
     m.def("spectrum_batch",
           [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& method,
              const std::string& precision, bool normalize, int64_t k, int64_t oversample, int power_iters, uint64_t seed,
-             int threads) {
-              if (arrays.size() != dtypes.size()) throw std::invalid_argument("one dtype per array expected");
-              std::vector<MatrixView> ws;
-              for (size_t i = 0; i < arrays.size(); ++i) {
-                  try {
-                      ws.push_back(view_of(arrays[i], dtypes[i]));
-                  } catch (const std::invalid_argument& e) {
-                      throw std::invalid_argument("matrix " + std::to_string(i) + ": " + e.what());
-                  }
-              }
-              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed);
+             int threads, const py::dict& adaptive) {
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
+              const SpectrumOptions o = spectrum_options(method, precision, normalize, k, oversample, power_iters, seed, adaptive);
               return run_interruptible([&](const std::atomic<bool>* cancel) { return spectrum_batch(ws, o, threads, cancel); });
           },
           py::arg("arrays"), py::arg("dtypes"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
-          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"));
+          py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"), py::arg("adaptive") = py::dict());
 
     m.def("fit_power_law",
           [](const Doubles& x, const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax,
              int64_t min_tail, double floor, bool small_n, bool every_position, bool candidates, bool prune, int threads) {
               if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
               const FitOptions o = fit_options(ks, xmin, xmin_lo, xmin_hi, xmax, min_tail, floor, small_n, every_position, candidates, prune, threads);
-              py::gil_scoped_release release;
-              return fit_power_law(x.data(), x.shape(0), o);
+              return run_interruptible([&](const std::atomic<bool>* cancel) { return fit_power_law(x.data(), x.shape(0), o, cancel); });
           },
           py::arg("x"), py::arg("ks"), py::arg("xmin"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"),
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
@@ -303,6 +335,77 @@ PYBIND11_MODULE(_core, m) {
           py::arg("min_tail"), py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("candidates"), py::arg("prune"),
           py::arg("threads"));
 
+    // ---- diagnostics (htsr.diagnostics): shuffled spectra, bootstrap GOF, eigensystems
+    m.def("shuffled_spectrum_batch",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::vector<uint64_t>& seeds,
+             const std::string& method, const std::string& precision, int threads) {
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
+              const SpectrumOptions o = spectrum_options(method, precision, false, 0, 0, 0, 0, py::dict());
+              return run_interruptible(
+                  [&](const std::atomic<bool>* cancel) { return shuffled_spectrum_batch(ws, o, seeds, threads, cancel); });
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("seeds"), py::arg("method"), py::arg("precision"), py::arg("threads"));
+
+    m.def("shuffle_permutation", [](int64_t count, uint64_t seed) {
+              std::vector<int64_t> p = shuffle_permutation(count, seed);
+              return py::array_t<int64_t>(py::ssize_t(p.size()), p.data());
+          }, py::arg("count"), py::arg("seed"));
+
+    m.def("bootstrap_power_law",
+          [](const Doubles& x, const std::string& ks, double xmin_lo, double xmin_hi, double xmax, int64_t min_tail,
+             double floor, bool small_n, bool every_position, int64_t reps, uint64_t seed, bool fixed_xmin, int threads) {
+              if (x.ndim() != 1) throw std::invalid_argument("expected a 1-D array");
+              const FitOptions o = fit_options(ks, std::numeric_limits<double>::quiet_NaN(), xmin_lo, xmin_hi, xmax, min_tail,
+                                               floor, small_n, every_position, false, true, 1);
+              const double* data = x.data();
+              const int64_t n = x.shape(0);
+              BootstrapResult r = run_interruptible([&](const std::atomic<bool>* cancel) {
+                  return bootstrap_power_law(data, n, o, reps, seed, fixed_xmin, threads, cancel);
+              });
+              py::dict d;
+              d["fit"] = r.fit;
+              d["p"] = r.p;
+              d["reps"] = r.reps;
+              d["valid"] = r.valid;
+              d["Ds"] = to_numpy(r.Ds);
+              return d;
+          },
+          py::arg("x"), py::arg("ks"), py::arg("xmin_lo"), py::arg("xmin_hi"), py::arg("xmax"), py::arg("min_tail"),
+          py::arg("floor"), py::arg("small_n"), py::arg("every_position"), py::arg("reps"), py::arg("seed"),
+          py::arg("fixed_xmin"), py::arg("threads"));
+
+    m.def("gram_eigensystem_batch",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, int threads) {
+              const std::vector<MatrixView> ws = views_of(arrays, dtypes);
+              std::vector<Eigensystem> es = run_interruptible(
+                  [&](const std::atomic<bool>* cancel) { return gram_eigensystem_batch(ws, threads, cancel); });
+              py::list out;
+              for (auto& e : es) {
+                  py::array_t<double> vec({py::ssize_t(e.M), py::ssize_t(e.M)},
+                                          {py::ssize_t(sizeof(double)), py::ssize_t(e.M * sizeof(double))}, e.vectors.data());
+                  out.append(py::make_tuple(to_numpy(e.values), vec, e.right));
+              }
+              return out;
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("threads"));
+
+    m.def("orchestrate_on_cpu",
+          [](const std::vector<py::array>& arrays, const std::vector<std::string>& dtypes, const std::string& precision,
+             bool normalize) {
+              std::vector<MatrixView> ws;
+              for (size_t i = 0; i < arrays.size(); ++i) ws.push_back(view_of(arrays[i], dtypes.at(i)));
+              const SpectrumOptions o = spectrum_options("gram", precision, normalize, 0, 10, 4, 0, py::dict());
+              std::vector<std::string> solvers;
+              std::vector<Spectrum> out;
+              {
+                  py::gil_scoped_release release;
+                  out = orchestrate_on_cpu(ws, o, &solvers);
+              }
+              return py::make_tuple(out, solvers);
+          },
+          py::arg("arrays"), py::arg("dtypes"), py::arg("precision"), py::arg("normalize"),
+          "The CUDA backend's orchestration with CPU kernels -> (spectra, solver per matrix); for tests.");
+
     m.def("build_info", [] {
         py::dict d;
         d["blas"] = std::string(scipy_openblas_get_config());
@@ -314,7 +417,12 @@ PYBIND11_MODULE(_core, m) {
         d["openmp"] = false;
         d["max_threads"] = 1;
 #endif
+#ifdef HTSR_HAVE_CUDA
+        d["cuda"] = true;
+#else
         d["cuda"] = false;
+#endif
+        d["cuda_device_visible"] = cuda_available();
         return d;
     }, "How the native core was built: BLAS/LAPACK, OpenMP, CUDA.");
 }

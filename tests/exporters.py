@@ -111,3 +111,63 @@ def llama_permute(W: np.ndarray, n_head: int) -> np.ndarray:
     rotate-half row order -> interleaved pairs."""
     return (W.reshape(n_head, 2, W.shape[0] // n_head // 2, *W.shape[1:])
             .swapaxes(1, 2).reshape(W.shape))
+
+
+def minilm_onnx_torch(path, external: bool = True):
+    """MiniLM exported by torch.onnx (TorchScript exporter, opset 17) from its safetensors,
+    outputs last_hidden_state and pooler_output; initializers in ``<name>.data`` if
+    ``external``.  Needs transformers."""
+    import onnx
+    import torch
+    import transformers
+
+    model = transformers.BertModel.from_pretrained(minilm_dir()).eval()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids):
+            out = self.m(input_ids=ids)
+            return out.last_hidden_state, out.pooler_output
+
+    torch.onnx.export(Wrap(model), (torch.ones((1, 8), dtype=torch.long),), str(path),
+                      dynamo=False, opset_version=17)
+    if external:
+        m = onnx.load(str(path))
+        onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=path.name + ".data", size_threshold=1024)
+    return path
+
+
+def mlp_onnx(path, weights: list, *, gemm_last=False):
+    """A float32 MLP graph by onnx.helper: x -> MatMul(W0 [in, out]) -> Relu -> ... ; the last
+    layer a Gemm(transB=1) on ``W.T`` when ``gemm_last``.  Node names are module paths."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, x = [], [], "x"
+    for i, W in enumerate(weights):
+        y = f"h{i}"
+        if gemm_last and i == len(weights) - 1:
+            inits.append(numpy_helper.from_array(np.ascontiguousarray(W.T), f"onnx::Gemm_{i}"))
+            nodes.append(helper.make_node("Gemm", [x, f"onnx::Gemm_{i}"], [y],
+                                          name=f"/fc{i}/Gemm", transB=1))
+        else:
+            inits.append(numpy_helper.from_array(W, f"onnx::MatMul_{i}"))
+            nodes.append(helper.make_node("MatMul", [x, f"onnx::MatMul_{i}"], [y],
+                                          name=f"/fc{i}/MatMul"))
+        if i < len(weights) - 1:
+            nodes.append(helper.make_node("Relu", [y], [f"r{i}"], name=f"/act{i}/Relu"))
+            y = f"r{i}"
+        x = y
+    g = helper.make_graph(nodes, "mlp",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         ["n", weights[0].shape[0]])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT,
+                                                         ["n", weights[-1].shape[1]])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path

@@ -126,14 +126,20 @@ def test_layer_filters_follow_weightwatcher(net):
 
 
 @pytest.mark.parametrize("option,value", [
-    ("plot", True), ("randomize", True), ("mp_fit", True), ("vectors", True),
-    ("fix_fingers", "clip_xmax"), ("detX", True), ("ERG", True), ("conv2d_fft", True),
-    ("fft", True), ("intra", True), ("channels", "first"), ("stacked", True),
-    ("peft", True), ("inverse", True), ("xmax", -1), ("pl_package", "powerlaw"),
-    ("base_model", "x")])
+    ("plot", True), ("conv2d_fft", True), ("fft", True), ("intra", True), ("channels", "first"),
+    ("stacked", True), ("peft", True), ("inverse", True)])
 def test_unimplemented_options_raise(net, option, value):
-    with pytest.raises(NotImplementedError, match=option if option != "ERG" else "detX"):
+    with pytest.raises(NotImplementedError, match=option):
         WeightWatcher(model=net).analyze(**{option: value})
+
+
+@pytest.mark.parametrize("option,value,column", [
+    ("randomize", True, "num_traps"), ("mp_fit", True, "sigma_mp"), ("vectors", True, "tail_mean_loc_ratio"),
+    ("fix_fingers", "clip_xmax", "num_fingers"), ("detX", True, "detX_num"), ("ERG", True, "num_ERG_spikes"),
+    ("xmax", -1, "alpha"), ("pl_package", "powerlaw", "alpha")])
+def test_diagnostic_options_run(net, option, value, column):
+    """Implemented since issue 8 (htsr.diagnostics; values tested in test_diagnostics.py)."""
+    assert column in WeightWatcher(model=net).analyze(**{option: value}).columns
 
 
 def test_invalid_params_raise_like_weightwatcher(net):
@@ -143,9 +149,7 @@ def test_invalid_params_raise_like_weightwatcher(net):
                {"fit": "TPL"}, {"max_N": 10}):
         with pytest.raises(ValueError):
             w.analyze(**kw)
-    with pytest.raises(NotImplementedError, match="base_model"):
-        WeightWatcher(model=net, base_model=net)
-    for meth in ("distances", "SVDSmoothing", "SVDSharpness", "get_Weights", "analyze_vectors"):
+    for meth in ("SVDSmoothing", "SVDSharpness", "get_Weights", "analyze_vectors"):
         with pytest.raises(NotImplementedError):
             getattr(w, meth)()
 

@@ -264,3 +264,30 @@ def test_gguf_1b_q8_0_peak_rss(tmp_path):
     assert res["rows"] == res["matrices"] > 150
     assert res["peak_rss_bytes"] <= 1.5e9, res
 
+
+
+def test_every_decodable_ggml_type_matches_gguf(tmp_path):
+    """Random blocks of every quantized GGML type the gguf package decodes (IQ*, TQ*, MXFP4, K-
+    and legacy quants): load() equals gguf.quants.dequantize, NaNs included; the type table's
+    block sizes equal gguf's GGML_QUANT_SIZES."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from htsr.sources.dtypes import DEQUANTIZED, GGML_TYPES, _ggml_decoder
+
+    for tid, (name, blk, size) in GGML_TYPES.items():
+        assert GGML_QUANT_SIZES[T(tid)] == (blk, size), name
+    rng = np.random.default_rng(9)
+    done = []
+    for tid, (name, blk, size) in GGML_TYPES.items():
+        if name not in DEQUANTIZED or _ggml_decoder(tid) is None:
+            continue
+        raw = rng.integers(0, 256, (3, 2 * size), dtype=np.uint8)
+        p = tmp_path / f"{name}.gguf"
+        w = gguf.GGUFWriter(str(p), "llama")
+        w.add_tensor("blk.0.ffn_up.weight", raw, raw_dtype=T(tid))
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        (s,) = iter_layers(p)
+        assert s.stored_dtype == name and s.matrix_shape == (3, 2 * blk)
+        np.testing.assert_array_equal(s.load()[0], gguf.quants.dequantize(raw, T(tid)))
+        done.append(name)
+    assert {"q4_k", "iq2_xxs", "iq4_xs", "tq1_0", "mxfp4", "q2_k", "q6_k"} <= set(done)

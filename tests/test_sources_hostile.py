@@ -261,3 +261,40 @@ def _truncated_dir(d, target, keep):
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     return r.stdout
 
+
+
+# ---------------------------------------------------------------------------------------------
+# found by fuzzing (atheris): zip archives that zipfile refuses with NotImplementedError
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".npz", ".keras"])
+def test_zip_with_unsupported_version_is_a_value_error(tmp_path, suffix):
+    p = tmp_path / f"m{suffix}"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("w.npy", _npy_bytes((2, 2), data=bytes(16)))
+    raw = bytearray(p.read_bytes())
+    cd = raw.rindex(b"PK\x01\x02")
+    struct.pack_into("<B", raw, cd + 5, 0)     # version made by: MS-DOS
+    struct.pack_into("<H", raw, cd + 6, 250)   # version needed to extract: 25.0
+    p.write_bytes(bytes(raw))
+    if suffix == ".keras":
+        pytest.importorskip("h5py")
+    with pytest.raises(ValueError, match=re.escape(p.name) + r".*zip"):
+        list(iter_layers(p))
+
+
+def test_onnx_node_name_not_utf8_is_a_value_error(tmp_path):
+    """Found by fuzzing: protobuf returns a non-UTF-8 name as bytes."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("MatMul", ["x", "onnx::MatMul_1"], ["y"], name="/fc/MatMul")
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                          [numpy_helper.from_array(np.ones((4, 3), np.float32),
+                                                   "onnx::MatMul_1")])
+    raw = helper.make_model(g).SerializeToString().replace(b"/fc/MatMul", b"/fc/\xffatMul")
+    p = tmp_path / "m.onnx"
+    p.write_bytes(raw)
+    with pytest.raises(ValueError, match=r"m.onnx: malformed ONNX model"):
+        list(iter_layers(p))

@@ -13,16 +13,13 @@
 namespace htsr {
 
 int resolve_threads(int threads, int64_t items) {
-    int t = threads;
-    if (t <= 0) {
 #ifdef _OPENMP
-        t = omp_get_max_threads();
+    const int cores = omp_get_max_threads();  // OMP_NUM_THREADS, else the cores available
 #else
-        t = 1;
+    const int cores = 1;
 #endif
-    }
-    t = std::min<int64_t>({int64_t(t), std::max<int64_t>(items, 1), int64_t(64)});
-    return std::max(t, 1);
+    const int t = threads <= 0 ? cores : std::min(threads, cores);
+    return int(std::max<int64_t>(1, std::min<int64_t>({int64_t(t), std::max<int64_t>(items, 1), int64_t(64)})));
 }
 
 namespace {
@@ -44,7 +41,7 @@ namespace {
 }  // namespace
 
 void parallel_for(int64_t n, const std::vector<double>& cost, int threads, const std::atomic<bool>* cancel,
-                  const std::function<void(int64_t)>& task, const char* label) {
+                  const std::function<void(int64_t)>& task, const char* label, bool spare_to_blas) {
     std::vector<int64_t> order(n);
     std::iota(order.begin(), order.end(), 0);
     if (int64_t(cost.size()) == n)
@@ -53,15 +50,10 @@ void parallel_for(int64_t n, const std::vector<double>& cost, int threads, const
     std::vector<std::exception_ptr> errors(n);
     std::atomic<bool> stopped{false};
     const int nthreads = resolve_threads(threads, n);
-    // One BLAS thread per item; a batch smaller than the thread budget gives BLAS the rest.
-    const int budget = resolve_threads(threads, int64_t(1) << 30);
-    lapack::BlasThreads blas_threads(nthreads < budget ? budget / std::max(nthreads, 1) : 1);
-
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int64_t j = 0; j < n; ++j) {
+    auto run = [&](int64_t j) {
         if (cancel && cancel->load(std::memory_order_relaxed)) {
             stopped.store(true, std::memory_order_relaxed);
-            continue;
+            return;
         }
         const int64_t i = order[j];
         try {
@@ -69,6 +61,18 @@ void parallel_for(int64_t n, const std::vector<double>& cost, int threads, const
         } catch (...) {
             errors[i] = std::current_exception();
         }
+    };
+    if (nthreads == 1) {
+        // No OpenMP team: the spare threads (if allowed) go to BLAS, whose own pthreads then
+        // never run inside an OpenMP region.
+        lapack::BlasThreads blas_threads(spare_to_blas ? resolve_threads(threads, int64_t(1) << 30) : 1);
+        for (int64_t j = 0; j < n; ++j) run(j);
+    } else {
+        // Several items at a time: exactly one BLAS thread each (OpenBLAS threads inside the
+        // team print "Detect OpenMP Loop" and busy-wait on one shared pool: 20x slower, or a livelock).
+        lapack::BlasThreads blas_threads(1);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+        for (int64_t j = 0; j < n; ++j) run(j);
     }
 
     if (stopped.load()) throw Cancelled();

@@ -64,7 +64,7 @@ Sample prepare(const double* values, int64_t n, const FitOptions& o) {
 class Distance {
   public:
     Distance(const Sample& s, const FitOptions& o)
-        : s_(s), distinct_(o.ks == KSMode::Distinct), truncated_(distinct_ && !std::isnan(o.xmax)),
+        : s_(s), distinct_(o.ks == KSMode::Distinct), truncated_(distinct_ && !std::isnan(o.xmax)), plain_(!o.prune),
           log_xmax_(truncated_ ? std::log(o.xmax) : 0.0) {}
 
     /// alpha = 1 + n / sum_{tail} ln(x / xmin) for the tail x[k..) and xmin = exp(lxk)
@@ -81,70 +81,107 @@ class Distance {
         return denom == 0 ? kInf : double(1.0L + (long double)m / denom);
     }
 
+    /// Where to look first and what one evaluation found.
+    struct Probe {
+        int64_t hint_a = -1, hint_b = -1;  ///< positions of large deviations found for other candidates
+        int64_t where = -1;                ///< out: position of the (partial) maximum
+        int64_t evaluations = 0;           ///< in/out: KS points evaluated (F computed), accumulated
+    };
+
     /// max over the KS points of |F(x) - S(x)| for the tail starting at position k. Stops as
     /// soon as a partial maximum exceeds `bound` and returns it (a lower bound on D, so the
-    /// candidate cannot win). The points `hint_a`, `hint_b` (positions of large deviations
-    /// found for other candidates) are tried first. *where receives the position of the max.
-    double operator()(int64_t k, double lxk, double alpha, double bound, int64_t hint_a, int64_t hint_b,
-                      int64_t* where) const {
-        if (distinct_) return truncated_ ? run<true, true>(k, lxk, alpha, bound, hint_a, hint_b, where)
-                                         : run<true, false>(k, lxk, alpha, bound, hint_a, hint_b, where);
-        return run<false, false>(k, lxk, alpha, bound, hint_a, hint_b, where);
+    /// candidate cannot win). The hint points are tried first. With prune=false every point
+    /// is evaluated in order (the reference scan the tests compare with).
+    double operator()(int64_t k, double lxk, double alpha, double bound, Probe& p) const {
+        if (distinct_) return truncated_ ? run<true, true>(k, lxk, alpha, bound, p) : run<true, false>(k, lxk, alpha, bound, p);
+        return run<false, false>(k, lxk, alpha, bound, p);
     }
 
   private:
     template <bool kDistinct, bool kTruncated>
-    double run(int64_t k, double lxk, double alpha, double bound, int64_t hint_a, int64_t hint_b, int64_t* where) const {
+    double run(int64_t k, double lxk, double alpha, double bound, Probe& p) const {
         const int64_t n = s_.size();
         const double m = double(n - k);
-        *where = k;
+        p.where = k;
         if (std::isinf(alpha)) {  // every tail value equals xmin: F = 0 at each point
             if constexpr (kDistinct) return 0.0;
-            *where = n - 1;
+            p.where = n - 1;
             return double(n - 1 - k) / m;
         }
         const double e = 1.0 - alpha;
         const double norm = kTruncated ? 1.0 - std::exp(e * (log_xmax_ - lxk)) : 1.0;
-        auto deviation = [&](int64_t j) {
+        auto cdf = [&](int64_t j) {
+            ++p.evaluations;
             double F = 1.0 - std::exp(e * (s_.lx[j] - lxk));  // 1 - (x / xmin)^(1 - alpha)
             if constexpr (kTruncated) F /= norm;
-            return std::fabs(F - double(j - k) / m);
+            return F;
         };
-        // First distinct position >= k (Distinct) or k itself.
-        int64_t t0 = k;
-        if constexpr (kDistinct) t0 = std::lower_bound(s_.distinct.begin(), s_.distinct.end(), k) - s_.distinct.begin();
+        auto ecdf = [&](int64_t j) { return double(j - k) / m; };
+        auto deviation = [&](int64_t j) { return std::fabs(cdf(j) - ecdf(j)); };
         auto is_point = [&](int64_t j) {
             if (j < k || j >= n) return false;
             if constexpr (kDistinct) return j == 0 || s_.x[j] != s_.x[j - 1];
             return true;
         };
-        for (int64_t h : {hint_a, hint_b})
-            if (is_point(h)) {
-                const double d = deviation(h);
-                if (d > bound) { *where = h; return d; }
-            }
-        const int64_t end = kDistinct ? int64_t(s_.distinct.size()) : n;
         double best = 0.0;
         int64_t arg = k;
-        constexpr int64_t kChunk = 32;
-        for (int64_t t = t0; t < end; t += kChunk) {
-            const int64_t stop = std::min(end, t + kChunk);
-            double chunk_max = -1.0;
-            int64_t chunk_arg = t;
-            for (int64_t u = t; u < stop; ++u) {
-                const int64_t j = kDistinct ? s_.distinct[u] : u;
-                const double d = deviation(j);
-                if (d > chunk_max) { chunk_max = d; chunk_arg = j; }
+        int64_t t0 = k;
+        if constexpr (kDistinct) t0 = std::lower_bound(s_.distinct.begin(), s_.distinct.end(), k) - s_.distinct.begin();
+        const int64_t end = kDistinct ? int64_t(s_.distinct.size()) : n;
+        auto pos = [&](int64_t t) { return kDistinct ? s_.distinct[t] : t; };
+        if (plain_) {
+            for (int64_t t = t0; t < end; ++t) {
+                const double d = deviation(pos(t));
+                if (d > best) { best = d; arg = pos(t); }
             }
-            if (chunk_max > best) { best = chunk_max; arg = chunk_arg; }
-            if (best > bound) break;
+            p.where = arg;
+            return best;
         }
-        *where = arg;
+        for (int64_t h : {p.hint_a, p.hint_b})
+            if (is_point(h)) {
+                const double d = deviation(h);
+                if (d > bound) { p.where = h; return d; }
+                if (d > best) { best = d; arg = h; }
+            }
+        // Branch and bound over the KS points t0..end-1 (positions pos(t)): F and the ECDF both
+        // rise with t, so on points lo..hi every deviation is at most
+        // max(F(hi) - S(lo), S(hi) - F(lo)) (+ kSlack / norm for the rounding of exp); a range whose
+        // bound does not exceed the best deviation found cannot hold a larger one and is
+        // skipped. The maximum returned is the same double as a plain scan's. Ranges are split
+        // in halves down to kLeaf points, scanned directly; the half nearer the best point so
+        // far goes first, so a deviation above `bound` is usually found after a few ranges.
+        const double slack = kSlack / norm;
+        struct Range { int64_t lo, hi; double Flo, Fhi; };
+        Range stack[130];  // depth <= 2 * log2(n)
+        int top = 0;
+        stack[top++] = {t0, end - 1, cdf(pos(t0)), cdf(pos(end - 1))};
+        while (top > 0) {
+            const Range r = stack[--top];
+            const int64_t jlo = pos(r.lo), jhi = pos(r.hi);
+            if (std::max(r.Fhi - ecdf(jlo), ecdf(jhi) - r.Flo) + slack <= best) continue;
+            if (r.hi - r.lo < kLeaf) {
+                for (int64_t t = r.lo; t <= r.hi; ++t) {
+                    const double d = deviation(pos(t));
+                    if (d > best) { best = d; arg = pos(t); }
+                }
+                if (best > bound) break;
+                continue;
+            }
+            const int64_t mid = r.lo + (r.hi - r.lo) / 2;
+            const double Fmid = cdf(pos(mid)), Fnext = cdf(pos(mid + 1));
+            const Range left{r.lo, mid, r.Flo, Fmid}, right{mid + 1, r.hi, Fnext, r.Fhi};
+            if (arg >= pos(mid + 1)) { stack[top++] = left; stack[top++] = right; }
+            else { stack[top++] = right; stack[top++] = left; }
+        }
+        p.where = arg;
         return best;
     }
 
+    static constexpr int64_t kLeaf = 32;
+    static constexpr double kSlack = 1e-14;  ///< F and S lie in [0, 1]; exp is within 1 ulp, not always monotone
+
     const Sample& s_;
-    bool distinct_, truncated_;
+    bool distinct_, truncated_, plain_;
     double log_xmax_;
 };
 
@@ -178,15 +215,16 @@ FitResult fit_fixed_xmin(const Sample& s, const FitOptions& o, const Distance& d
     }
     const double lxk = std::log(o.xmin);
     const double alpha = distance.alpha(k, lxk);
-    int64_t where;
-    const double D = alpha > 1.0 ? distance(k, lxk, alpha, kInf, -1, -1, &where) : (o.ks == KSMode::AllPoints ? 1.0 : kInf);
+    Distance::Probe probe;
+    const double D = alpha > 1.0 ? distance(k, lxk, alpha, kInf, probe) : (o.ks == KSMode::AllPoints ? 1.0 : kInf);
     fill(r, s, k, o.xmin, alpha, D);
+    r.evaluations = probe.evaluations;
     return r;
 }
 
 }  // namespace
 
-FitResult fit_power_law(const double* values, int64_t n, const FitOptions& o) {
+FitResult fit_power_law(const double* values, int64_t n, const FitOptions& o, const std::atomic<bool>* cancel) {
     if (o.min_tail < 1) throw std::invalid_argument("min_tail must be >= 1");
     const Sample s = prepare(values, n, o);
     FitResult r;
@@ -230,36 +268,44 @@ FitResult fit_power_law(const double* values, int64_t n, const FitOptions& o) {
     std::vector<double> D(full ? nc : 0, invalid_D);
     Choice best;
     std::atomic<double> bound{kInf};
-    std::atomic<int64_t> best_where{-1};
+    std::atomic<int64_t> best_where{-1}, evaluations{0};
+    std::atomic<bool> stopped{false};
     const int nthreads = resolve_threads(o.threads, nc);
 
     auto scan = [&](int64_t first, int64_t step) {
 #pragma omp parallel num_threads(nthreads)
         {
             Choice local;
-            int64_t last_where = -1;
+            Distance::Probe probe;
 #pragma omp for schedule(dynamic, 16) nowait
             for (int64_t c = first; c < nc; c += step) {
+                if (cancel && cancel->load(std::memory_order_relaxed)) {
+                    stopped.store(true, std::memory_order_relaxed);
+                    continue;
+                }
                 Choice mine{invalid_D, c};
                 if (evaluated(c)) {
                     const double b = full ? kInf : bound.load(std::memory_order_relaxed);
-                    int64_t where;
-                    mine.D = distance(cand[c], s.lx[cand[c]], alpha[c], b, last_where, best_where.load(std::memory_order_relaxed), &where);
-                    last_where = where;
+                    probe.hint_a = probe.where;
+                    probe.hint_b = best_where.load(std::memory_order_relaxed);
+                    mine.D = distance(cand[c], s.lx[cand[c]], alpha[c], b, probe);
                     if (mine.D > b) continue;  // cannot be the minimum
                     double cur = bound.load(std::memory_order_relaxed);
                     while (mine.D < cur && !bound.compare_exchange_weak(cur, mine.D, std::memory_order_relaxed)) {}
-                    if (mine.D <= cur) best_where.store(where, std::memory_order_relaxed);
+                    if (mine.D <= cur) best_where.store(probe.where, std::memory_order_relaxed);
                 }
                 if (full) D[c] = mine.D;
                 if (mine.better_than(local)) local = mine;
             }
+            evaluations += probe.evaluations;
 #pragma omp critical(htsr_powerlaw_best)
             if (local.better_than(best)) best = local;
         }
     };
     if (!full && nc > 128) scan(0, nc / 64);  // coarse pass: a good bound early
     scan(0, 1);
+    if (stopped.load()) throw Cancelled();
+    r.evaluations = evaluations.load();
 
     if (o.candidates) {
         r.xmins.resize(nc);
@@ -288,7 +334,7 @@ std::vector<FitResult> fit_power_law_batch(const std::vector<std::pair<const dou
     for (size_t i = 0; i < samples.size(); ++i) cost[i] = double(samples[i].second);
     std::vector<FitResult> out(samples.size());
     parallel_for(int64_t(samples.size()), cost, threads, cancel,
-                 [&](int64_t i) { out[i] = fit_power_law(samples[i].first, samples[i].second, one); }, "sample");
+                 [&](int64_t i) { out[i] = fit_power_law(samples[i].first, samples[i].second, one, cancel); }, "sample");
     return out;
 }
 

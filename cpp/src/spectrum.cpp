@@ -7,6 +7,7 @@
 
 #include <Eigen/Core>
 
+#include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/randomized.hpp"
 #include "matrix_io.hpp"
@@ -174,10 +175,16 @@ namespace htsr {
 
 std::vector<Spectrum> spectrum_batch(const std::vector<MatrixView>& ws, const SpectrumOptions& options, int threads,
                                      const std::atomic<bool>* cancel) {
+    if (options.method == Method::Gram && cuda_available()) return cuda_spectrum_batch(ws, options);  // GPU visible
     std::vector<double> cost(ws.size());
     for (size_t i = 0; i < ws.size(); ++i) cost[i] = double(ws[i].N()) * double(ws[i].M()) * double(ws[i].M());
     std::vector<Spectrum> out(ws.size());
-    parallel_for(int64_t(ws.size()), cost, threads, cancel, [&](int64_t i) { out[i] = spectrum(ws[i], options); }, "matrix");
+    // float64: one BLAS thread per matrix always, so results do not depend on the thread count
+    // (threaded ?symv/?syr2k in the tridiagonal reduction sum in another order); float32 gives
+    // a lone matrix the spare threads (its results then move within float32 rounding).
+    const bool spare_to_blas = options.precision == Precision::Float32;
+    parallel_for(int64_t(ws.size()), cost, threads, cancel, [&](int64_t i) { out[i] = spectrum(ws[i], options); }, "matrix",
+                 spare_to_blas);
     return out;
 }
 

@@ -2,7 +2,9 @@
 
 Native kernels (C++): :func:`eigenvalues`, :func:`spectrum` and their ``_batch`` forms,
 :func:`fit_power_law` and :func:`fit_power_law_batch`. Model analysis: :func:`analyze`,
-:func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade.
+:func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade. Diagnostics
+(``htsr.diagnostics``): :func:`traps`, :func:`vector_metrics`, :func:`bootstrap_pvalue`,
+:func:`fit_tail_models`, :func:`distances`.
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ _LAZY = {
     "summary": "metrics",
     "WeightWatcher": "compat",
     "iter_layers": "sources",
+    "traps": "diagnostics",
+    "distances": "diagnostics.distances",
+    "vector_metrics": "diagnostics.vectors",
+    "bootstrap_pvalue": "diagnostics.bootstrap",
+    "fit_tail_models": "diagnostics.tail_models",
     "read_results": "results",
 }
 

@@ -45,6 +45,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import diagnostics as _diag
 from . import metrics as _metrics
 from .options import LAYER_TYPES, AnalysisOptions
 from .sources import prefetch_mapped_pages, release_mapped_pages
@@ -110,6 +111,7 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
 
     items: list[_Item] = []
     next_id = 0
+    base = None if opts.base_model is None else _diag.distances.base_index(opts.base_model, opts.split_fused)
     for spec in iter_layers(model_or_path, split_fused=opts.split_fused, conv2d_slices=True):
         ltype = str(spec.layer_type)
         if ltype not in LAYER_TYPES:
@@ -138,9 +140,11 @@ def _plan(model_or_path, opts: AnalysisOptions, select: Callable | None = None) 
             continue
         meta = {"layer_id": layer_id, "name": name, "longname": name, "layer_type": ltype,
                 "part": getattr(spec, "part", None), "source": str(spec.source),
-                "stored_dtype": str(spec.stored_dtype)}
+                "stored_dtype": str(spec.stored_dtype), **getattr(spec, "columns", {})}
         if select is not None and not select(meta):     # may renumber meta["layer_id"]
             continue
+        if base is not None:      # base_model: analyse W - W_base
+            spec = _diag.distances.delta_spec(spec, name, base)
         item = _Item(meta["layer_id"], name, spec, meta=meta)
         if not pool:
             item.slice_ids = list(range(rf))
@@ -334,8 +338,9 @@ class _Reader:
 # analyze
 # --------------------------------------------------------------------------------------------
 def _layer_error(item: _Item, exc: BaseException) -> ValueError:
-    msg = str(exc)
-    return ValueError(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {msg}")
+    """``exc`` re-raised naming the layer and its file (an OverflowError stays one)."""
+    cls = OverflowError if isinstance(exc, OverflowError) else ValueError
+    return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
 def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
@@ -399,6 +404,11 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
         ``ProcessPoolExecutor``): one task per matrix, which reads the matrix itself from the
         checkpoint path; ``threads`` is then each task's native thread count (0 -> 1).
 
+    Diagnostics (``htsr.diagnostics``, extra columns; README "Diagnostics beyond alpha"):
+    mp_fit / mp_method / mp_tw_level, randomize (seeded by ``seed``), fit ('PL', 'TPL',
+    'E_TPL'), tail_models, bootstrap (replicates), fix_fingers / max_fingers / finger_thresh /
+    xmin_max, xmax, detX, vectors, base_model (analyse W - W_base).
+
     options: an ``AnalysisOptions`` (``htsr.options``); keywords override its fields.
     """
     import pandas as pd
@@ -410,7 +420,9 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
     sink = None
     if opts.out is not None:
         from .results import ResultsFile
-        sink = ResultsFile(opts.out, opts, resume=opts.resume)
+        extra = list(dict.fromkeys([k for it in plan for k in it.meta]  # source columns (LoRA r)
+                                   + _diag.columns(opts)))               # diagnostics columns
+        sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
     update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
@@ -565,6 +577,8 @@ def _native_kwargs(opts: AnalysisOptions) -> tuple[dict, dict]:
     fit_kw: dict[str, Any] = {"ks": opts.ks}
     if opts.ww_parity:
         fit_kw.update(floor=_metrics.EVALS_THRESH, small_n=True, every_position=True)
+    if opts.device is not None:  # exact spectra through torch (htsr.backends.torch)
+        spec_kw["device"] = opts.device
     return spec_kw, fit_kw
 
 
@@ -627,6 +641,23 @@ def _rank_rtol(spec_kw: dict, N: int, M: int) -> float | None:
     return noise if noise > ww else None
 
 
+def _fit_units(_core, fit_inputs, items, threads, fit_kw) -> list:
+    """Power-law fits of the ESDs; None (a failed-fit row) for an ESD of fewer than 2
+    eigenvalues, which has no tail to fit; an error names the layer and its file."""
+    fits: list = [None] * len(fit_inputs)
+    todo = [i for i, ev in enumerate(fit_inputs) if ev.size >= 2]
+    try:
+        done = _core.fit_power_law_batch([fit_inputs[i] for i in todo], threads=threads, **fit_kw) if todo else []
+    except ValueError as exc:
+        m = re.match(r"\s*sample\s+(\d+)\s*:\s*", str(exc))
+        if m is None or int(m.group(1)) >= len(todo):
+            raise
+        raise _layer_error(items[todo[int(m.group(1))]], ValueError(str(exc)[m.end():])) from exc
+    for i, fit in zip(todo, done):
+        fits[i] = fit
+    return fits
+
+
 def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list[dict]:
     """Spectra + fits + rows for a list of (item, mats, t_read).
 
@@ -640,7 +671,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
     t0 = time.perf_counter()
     try:
         res = _core.spectrum_batch(mats, threads=threads, **spec_kw)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # float32 Gram overflow: OverflowError
         text = str(exc)
         m = re.match(r"\s*matrix\s+(\d+)\s*:\s*", text)
         bad = int(m.group(1)) if m and int(m.group(1)) < len(members) else None
@@ -649,18 +680,19 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if bad is None:
             bad = _find_bad_matrix(mats)
         if bad is None:
-            raise _layer_error(batch[0][0], ValueError(text)) from exc
+            raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]
         item = batch[bi][0]
         if int(item.spec.rf) > 1:
             text = f"slice {si}: {text}"
-        raise _layer_error(item, ValueError(text)) from exc
+        raise _layer_error(item, type(exc)(text)) from exc
     dt = time.perf_counter() - t0
     flops = [float(batch[bi][0].spec.N) * float(batch[bi][0].spec.M) ** 2 for bi, _ in members]
     tot = sum(flops) or 1.0
     for (bi, si), sp, fl in zip(members, res, flops):
         spectra[(bi, si)] = sp
         spec_time[bi] += dt * fl / tot
+    pre = _diag.prepare(batch, members, mats, opts, spec_kw) if _diag.active(opts) else None
     del mats
 
     # ESDs to fit: one per pooled layer, or one per slice
@@ -683,14 +715,17 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
             ev = ev[ev > ev[-1] * batch[bi][0].spec.M * _EPS64]
         fit_inputs.append(np.ascontiguousarray(ev, dtype=np.float64))
     t0 = time.perf_counter()
-    fits = _core.fit_power_law_batch(fit_inputs, threads=threads, **fit_kw) if fit_inputs else []
+    fits = _fit_units(_core, fit_inputs, [batch[u[0]][0] for u in units], threads, fit_kw)
+    if pre is not None:
+        fits, fit_extra = _diag.refit(fit_inputs, fits, [(batch[u[0]][0].layer_id, u[4]) for u in units],
+                                      opts, fit_kw)
     fit_dt = (time.perf_counter() - t0) / max(len(fit_inputs), 1)
 
     rows = []
     per_item_units: dict[int, int] = {}
     for bi, *_ in units:
         per_item_units[bi] = per_item_units.get(bi, 0) + 1
-    for (bi, evs, tr, complete, sid), fit in zip(units, fits):
+    for ui, ((bi, evs, tr, complete, sid), fit) in enumerate(zip(units, fits)):
         item, _mats, t_read = batch[bi]
         s = item.spec
         meta = dict(item.meta)
@@ -699,6 +734,11 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         row = _metrics.layer_row(evs, fit, meta, N=int(s.N), M=int(s.M), rf=int(s.rf),
                                  tolerance=opts.tolerance, complete=complete, trace=tr,
                                  rank_rtol=_rank_rtol(spec_kw, int(s.N), int(s.M)))
+        if pre is not None:
+            row.update(fit_extra[ui])
+            row.update(_diag.unit_columns(opts, pre, bi, range(len(evs)) if sid is None else [sid],
+                                          _eval_scale(item, pool, opts.conv2d_norm, opts.normalize),
+                                          np.sort(np.concatenate(evs)), fit, row, int(s.N), int(s.M)))
         nu = per_item_units[bi]
         row["seconds"] = (t_read + spec_time[bi]) / nu + fit_dt
         rows.append(row)

@@ -1,4 +1,4 @@
-"""``htsr`` command line: ``htsr analyze PATH`` and ``htsr describe PATH``.
+"""``htsr`` command line: ``htsr analyze PATH``, ``htsr describe PATH`` and ``htsr bench``.
 
 Errors are reported as one line ``htsr: error: <message>`` on stderr with exit code 1 (2 for
 usage errors, from argparse); set ``HTSR_DEBUG=1`` to get the traceback.  A matrix that cannot
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "entropy and rank metrics left empty)")
     a.add_argument("--k", type=int, default=None, metavar="K",
                    help="number of top eigenvalues for --method randomized")
+    a.add_argument("--device", default=None, metavar="DEV",
+                   help="compute the exact spectra with torch on DEV (cpu, cuda, cuda:N, mps); "
+                        "default: the native CPU core")
     a.add_argument("--normalize", action="store_true", help="use X = W^T W / N")
     a.add_argument("--no-conv2d-norm", action="store_true",
                    help="do not scale Conv2D eigenvalues by 1/2 (WeightWatcher's conv2d_norm)")
@@ -102,9 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--local-cluster", type=int, metavar="N", default=None,
                    help="start a local Dask cluster of N single-threaded worker processes "
                         "(implies --executor dask)")
+    _diagnostics_args(a)
 
     d = sub.add_parser("describe", help="list the matrices that would be analysed (no numerics)")
     selection(d)
+
+    b = sub.add_parser("bench", help="time and accuracy of the spectral methods (htsr.bench)",
+                       description="Compare gram float32/float64, svd, randomized (k, q, p), adaptive "
+                                   "randomized, torch and the GPU where present against the exact "
+                                   "float64 spectrum: time, top-k relative error, change in alpha, memory.")
+    b.add_argument("path", nargs="?", metavar="PATH", help="checkpoint (one matrix per distinct shape)")
+    b.add_argument("--synthetic", nargs="+", metavar="ROWSxCOLS", help="synthetic heavy-tailed matrices")
+    b.add_argument("--kind", choices=["pareto", "spiked"], default="pareto", help="synthetic kind (default pareto)")
+    b.add_argument("--methods", nargs="+", metavar="M",
+                   help="gram32 gram64 svd32 svd64 rand[:k=K,q=Q,p=P] rand:auto torch-cpu torch-cuda "
+                        "(default: gram32 gram64 svd64 rand:k=64,q=4,p=64 rand:auto torch-cpu)")
+    b.add_argument("--max-matrices", type=int, default=8, metavar="N", help="matrices from PATH (default 8)")
+    b.add_argument("--threads", type=int, default=1, metavar="N", help="BLAS/torch threads (default 1)")
+    b.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per method, the fastest counts")
+    b.add_argument("--seed", type=int, default=0, help="seed of the synthetic matrices and sketches")
+    b.add_argument("--alpha-tol", type=float, default=1e-3, help="accuracy for the fastest-method line")
+    b.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv, PREFIX.json and PREFIX.png")
     return p
 
 
@@ -123,6 +144,13 @@ def _check_out(out: str | None):
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise _Error(f"{out}: output folder {parent} does not exist")
+    existed = os.path.exists(out)
+    try:  # writable now, before the analysis (append: an existing file is left as it is)
+        open(out, "ab").close()
+    except OSError as exc:
+        raise _Error(f"{out}: cannot write the output file: {exc.strerror or exc}") from None
+    if not existed:
+        os.remove(out)
 
 
 def _write(df, out: str):
@@ -139,6 +167,12 @@ def _write(df, out: str):
         df.to_parquet(out, index=False)
 
 
+def _printable(text) -> str:
+    """Non-printable characters (terminal escape sequences in tensor names) as Python escapes."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _short(name: str, width: int = 52) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
@@ -146,6 +180,9 @@ def _short(name: str, width: int = 52) -> str:
 def _table(df, columns) -> str:
     cols = [c for c in columns if c in df.columns]
     view = df[cols].copy()
+    for c in cols:
+        if view[c].dtype.kind not in "biufcmM":  # text columns (object or pandas str)
+            view[c] = view[c].map(lambda v: v if v is None or v != v else _printable(v))
     if "name" in view:
         view["name"] = view["name"].map(_short)
     fmt = {c: (lambda v: "" if v != v else f"{v:.3f}")
@@ -178,12 +215,52 @@ def _selection_kwargs(ns) -> dict:
                 pool=not ns.no_pool, split_fused=not ns.no_split_fused)
 
 
+# -- diagnostics (htsr.diagnostics, issue 8): one block
+def _diagnostics_args(a):
+    d = a.add_argument_group("diagnostics (columns added to the table; see README 'Diagnostics')")
+    d.add_argument("--mp-fit", nargs="?", const="median", default=None, metavar="METHOD",
+                   choices=["median", "bema", "kn", "ww"],
+                   help="Marchenko-Pastur bulk and spikes (METHOD: median (default), bema, kn, ww)")
+    d.add_argument("--tw-level", type=float, default=0.99, metavar="P",
+                   help="Tracy-Widom level of the spike edge (0.9, 0.95, 0.99, 0.995, 0.999)")
+    d.add_argument("--randomize", action="store_true",
+                   help="element-shuffled spectra: correlation traps (rand_*, num_traps)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the shuffles and the bootstrap")
+    d.add_argument("--fit", choices=["PL", "TPL", "E_TPL"], default="PL",
+                   help="tail model of alpha: power law, truncated power law, TPL + xmin_peak")
+    d.add_argument("--tail-models", action="store_true",
+                   help="TPL/lognormal/exponential/stretched-exp fits, Vuong tests, best_fit, Hill")
+    d.add_argument("--bootstrap", type=int, default=0, metavar="REPS",
+                   help="CSN bootstrap goodness-of-fit p-value with REPS replicates (pl_pvalue)")
+    d.add_argument("--detX", action="store_true", help="det X = 1 tail criterion (detX_num, detX_val)")
+    d.add_argument("--vectors", action="store_true", help="eigenvector localization bulk/tail columns")
+    d.add_argument("--fix-fingers", choices=["clip_xmax", "xmin_peak"], default=None,
+                   help="refit without outlying top eigenvalues (num_fingers, raw_alpha)")
+    d.add_argument("--max-fingers", type=int, default=10, metavar="K")
+    d.add_argument("--finger-thresh", type=float, default=1.0, metavar="DALPHA")
+    d.add_argument("--xmax", default=None, metavar="-K|force",
+                   help="drop the K largest eigenvalues before fitting (-K), or 'force'")
+
+
+def _diagnostics_options(ns) -> dict:
+    xmax = ns.xmax
+    if xmax is not None and xmax != "force":
+        try:
+            xmax = int(xmax)
+        except ValueError:
+            raise _Error(f"--xmax: expected -K (an integer) or 'force', got {xmax!r}") from None
+    return dict(mp_fit=ns.mp_fit is not None, mp_method=ns.mp_fit or "median", mp_tw_level=ns.tw_level,
+                randomize=ns.randomize, seed=ns.seed, fit=ns.fit, tail_models=ns.tail_models,
+                bootstrap=ns.bootstrap, detX=ns.detX, vectors=ns.vectors, fix_fingers=ns.fix_fingers,
+                max_fingers=ns.max_fingers, finger_thresh=ns.finger_thresh, xmax=xmax)
+
+
 def _analysis_options(ns, **extra):
     """The ``AnalysisOptions`` of an ``htsr analyze`` command line."""
     from .options import AnalysisOptions
-    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k,
+    return AnalysisOptions(threads=ns.threads, precision=ns.precision, method=ns.method, k=ns.k, device=ns.device,
                            normalize=ns.normalize, conv2d_norm=not ns.no_conv2d_norm,
-                           **_selection_kwargs(ns), **extra)
+                           **_selection_kwargs(ns), **_diagnostics_options(ns), **extra)
 
 
 def _run(ns) -> int:
@@ -191,7 +268,10 @@ def _run(ns) -> int:
 
     path = ns.path
     if not os.path.exists(path):
-        raise _Error(f"{path}: no such file or directory")
+        from .sources import hub
+        if not hub.looks_like_id(path):
+            raise _Error(f"{path}: no such file or directory")
+        path = hub.resolve(path)  # a model id in the local Hugging Face cache
     _check_out(ns.out)
     from . import analysis
 
@@ -225,7 +305,7 @@ def _run(ns) -> int:
         sys.stderr.write(f"htsr: {len(errors)} matri{'x' if len(errors) == 1 else 'ces'} "
                          "could not be analysed:\n")
         for msg in errors["message"]:
-            sys.stderr.write(f"  {msg}\n")
+            sys.stderr.write(f"  {_printable(msg)}\n")
         return EXIT_ERROR_ROWS
     return 0
 
@@ -235,7 +315,7 @@ def _message(exc: BaseException, path: str | None) -> str:
         msg = f"{exc.filename}: no such file or directory"
     else:
         msg = str(exc) or type(exc).__name__
-    msg = " ".join(msg.split())          # one line
+    msg = _printable(" ".join(msg.split()))  # one line, no raw escape sequences
     if path and not isinstance(exc, _Error) and path not in msg and os.path.basename(path.rstrip("/")) not in msg:
         msg = f"{path}: {msg}"
     return msg
@@ -256,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--local-cluster N")
     debug = os.environ.get("HTSR_DEBUG", "") not in ("", "0")
     try:
+        if ns.command == "bench":
+            from . import bench
+            return bench.main(ns)
         return _run(ns)
     except KeyboardInterrupt:
         sys.stderr.write("htsr: interrupted\n")

@@ -17,8 +17,10 @@ name``, then the rest sorted).  Differences (see docs/DEPARTURES.md):
 * ``get_ESD`` applies ``conv2d_norm`` (WeightWatcher returns the unscaled spectrum, 2x for conv);
 * fused tensors are not split (as in WeightWatcher).
 
-Options that are not implemented raise ``NotImplementedError`` naming the option when set to a
-non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
+The diagnostics (``mp_fit``, ``randomize``, ``vectors``, ``detX``/``ERG``, ``fix_fingers``,
+``fit='TPL'|'E_TPL'``, ``xmax``) run with WeightWatcher's definitions (``mp_method='ww'``,
+``seed=0``: the shuffles are reproducible, WeightWatcher's are not).  Options that are not
+implemented raise ``NotImplementedError`` naming the option when set to a non-default value; options WeightWatcher itself ignores (``glorot_fix``, ``savefig`` without
 ``plot``, ``deltas`` without ``plot``, ``sparsify`` without ``intra``, ...) are accepted.
 """
 from __future__ import annotations
@@ -41,7 +43,7 @@ DEFAULT_MIN_EVALS = 8
 DEFAULT_MAX_EVALS = 15000
 DEFAULT_MAX_N = 50000
 _LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding", "norm")
-_DROP = ("source", "stored_dtype", "part", "seconds")
+_DROP = ("source", "stored_dtype", "part", "seconds", "rand_ks_distance")
 
 
 def _ww_columns(df):
@@ -140,8 +142,7 @@ def _check_common(min_evals, max_evals, max_N, pool, start_ids, savefig, conv2d_
         raise ValueError("Error, params not valid: pool=False cannot be combined with conv2d_fft")
     for opt, val, default in (("conv2d_fft", conv2d_fft, False), ("fft", fft, False),
                               ("intra", intra, False), ("channels", channels, None),
-                              ("stacked", stacked, False), ("base_model", base_model, None),
-                              ("peft", peft, False)):
+                              ("stacked", stacked, False), ("peft", peft, False)):
         if val is not default and val != default:
             _not_implemented(opt, val)
 
@@ -150,11 +151,9 @@ class WeightWatcher:
     """Drop-in replacement for ``weightwatcher.WeightWatcher`` backed by htsr's native core."""
 
     def __init__(self, model=None, framework=None, base_model=None, log_level=None):
-        if base_model is not None:
-            _not_implemented("base_model", base_model)
         self.model = model
         self.framework = framework      # ignored, as in WeightWatcher (always re-inferred)
-        self.base_model = None
+        self.base_model = base_model    # analyses run on W - W_base
         self.details = None
         self.results = None
         if log_level is not None:
@@ -210,14 +209,12 @@ class WeightWatcher:
         if pl_package == "ww" and (xmax == "force" or fit not in ("PL", "power_law")):
             raise ValueError("Error, params not valid: pl_package='ww' supports only fit='PL' "
                              "without xmax='force'")
-        for opt, val, default in (("plot", plot, False), ("randomize", randomize, False),
-                                  ("mp_fit", mp_fit, False), ("vectors", vectors, False),
-                                  ("fix_fingers", fix_fingers, False), ("detX", detX, False),
-                                  ("fit", fit if fit != "power_law" else "PL", "PL"),
-                                  ("pl_package", pl_package, "ww"), ("xmax", xmax, None),
-                                  ("inverse", inverse, False)):
-            if val is not default and val != default and not (opt == "xmax" and val is False) \
-                    and not (opt == "fix_fingers" and val is None):
+        if fit == "E_TPL" and fix_fingers == "clip_xmax":
+            raise ValueError("Error, params not valid: fit='E_TPL' cannot be combined with clip_xmax")
+        if fix_fingers and isinstance(xmax, numbers.Integral) and not isinstance(xmax, bool):
+            raise ValueError("Error, params not valid: fix_fingers cannot be combined with an int xmax")
+        for opt, val, default in (("plot", plot, False), ("inverse", inverse, False)):
+            if val is not default and val != default:
                 _not_implemented(opt, val)
         if glorot_fix:
             warnings.warn("glorot_fix has no effect (as in WeightWatcher 0.7.7)", stacklevel=2)
@@ -225,7 +222,15 @@ class WeightWatcher:
         df = _analysis.analyze(
             model, min_evals=min_evals or 0, max_evals=max_evals or None, max_N=max_N,
             conv2d_norm=conv2d_norm, pool=pool, split_fused=False, tolerance=tolerance,
-            precision="float64", method="gram", ks="all_points", ww_parity=True,
+            precision="float64", method="gram", ww_parity=True,
+            # diagnostics with WeightWatcher's definitions (mp_method='ww': its KDE sigma, its
+            # sqrt(TW) margin); pl_package='powerlaw' is the `powerlaw` package's KS convention
+            ks="distinct" if pl_package == "powerlaw" else "all_points",
+            mp_fit=bool(mp_fit), randomize=bool(randomize), mp_method="ww", vectors=bool(vectors),
+            detX=bool(detX), fit={"power_law": "PL", "truncated_power_law": "TPL"}.get(fit, fit),
+            fix_fingers=fix_fingers or None, xmin_max=xmin_max, max_fingers=int(max_fingers),
+            finger_thresh=float(finger_thresh), xmax=None if xmax is False else xmax,
+            base_model=base_model if base_model is not None else self.base_model,
             _select=_ww_select(model, layers, start_ids))
         self.details = _ww_columns(df)
         return self.details
@@ -261,9 +266,9 @@ class WeightWatcher:
 
     def get_ESD(self, model=None, layer=None, random=False, params=None):
         """Sorted eigenvalues of one layer (id or name), WITH conv2d_norm applied (x1/2 for a
-        Conv2D) -- WeightWatcher returns the unscaled spectrum there."""
-        if random:
-            _not_implemented("random", random)
+        Conv2D) -- WeightWatcher returns the unscaled spectrum there.  ``random=True``: the
+        spectrum of the element-shuffled layer (5 replicas below 100 eigenvalues, as
+        WeightWatcher), seeded (``htsr.diagnostics.randomize.random_esd``)."""
         model = self._set_model(model)
         if layer is None:
             raise ValueError("get_ESD needs layer= (an id or a name)")
@@ -272,8 +277,49 @@ class WeightWatcher:
             kind = "name" if isinstance(layer, str) else "id"
             raise ValueError(f"Can not find layer {kind} {layer!r} among the layers describe() "
                              "lists")
+        if random:
+            from .diagnostics.randomize import random_esd
+            return random_esd(model, desc["name"][0], split_fused=False, min_evals=DEFAULT_MIN_EVALS)
         return _analysis.esd(model, desc["name"][0], split_fused=False,
                              min_evals=DEFAULT_MIN_EVALS)
+
+
+def _distances(self, model_1, model_2, method="raw", layers=[], start_ids=0, pool=True, channels=None):
+    """WeightWatcher.distances: (avg_dW, avg_db, df) over matrices paired by name
+    (``htsr.distances``; WeightWatcher pairs them by position), WeightWatcher's layer ids."""
+    from .diagnostics.distances import distances
+
+    if channels is not None:
+        _not_implemented("channels", channels)
+    if str(method).lower() not in ("raw", "euclidean", "cka"):
+        raise ValueError(f"Error, method not valid: {method!r}")
+    return distances(model_1, model_2, method, _select=_ww_select(model_1, layers, start_ids))
+
+
+def _vector_metrics(self, vectors=None, params=None):
+    """WeightWatcher.vector_metrics: one row per vector (length, entropy, discrete_entropy,
+    localization_ratio, participation_ratio) -- WeightWatcher writes its discrete entropy to a
+    misspelled column ('discete_entropy'); htsr to 'discrete_entropy'."""
+    import pandas as pd
+    from .diagnostics import vectors as _vec
+
+    if vectors is None:
+        raise ValueError("vector_metrics needs vectors= (a vector, a list of vectors or a 2-D array of row vectors)")
+    arr = np.asarray(vectors, dtype=np.float64) if not isinstance(vectors, list) else None
+    vecs = [np.asarray(v, dtype=np.float64).ravel() for v in (vectors if arr is None else (arr if arr.ndim > 1 else [arr]))]
+    rows = []
+    for v in vecs:
+        col = v[:, None]
+        rows.append({"length": v.size, "entropy": float(np.sum(np.exp(-np.linalg.norm(v) / 2) / np.sqrt(2 * np.pi))),
+                     "discrete_entropy": float(_vec.discrete_entropy(col)[0]),
+                     "localization_ratio": float(np.abs(v).sum() / np.abs(v).max()),
+                     "participation_ratio": float(np.linalg.norm(v) / np.sum(v ** 4) ** 0.25)})
+    return pd.DataFrame(rows, columns=["length", "entropy", "discrete_entropy", "localization_ratio",
+                                       "participation_ratio"])
+
+
+WeightWatcher.distances = _distances
+WeightWatcher.vector_metrics = _vector_metrics
 
 
 def _missing_method(name):
@@ -284,6 +330,5 @@ def _missing_method(name):
 
 
 # WeightWatcher methods htsr does not offer yet: a clear NotImplementedError, not AttributeError.
-for _name in ("get_Weights", "get_framework_layer", "distances", "SVDSmoothing", "SVDSharpness",
-              "analyze_vectors", "vector_metrics"):
+for _name in ("get_Weights", "get_framework_layer", "SVDSmoothing", "SVDSharpness", "analyze_vectors"):
     setattr(WeightWatcher, _name, _missing_method(_name))

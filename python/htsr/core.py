@@ -84,29 +84,58 @@ def _matrix(W, dtype: str | None, what: str = "W") -> tuple[np.ndarray, str]:
     return a, dtype
 
 
-def _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed):
+_INT64_SAFE = 2 ** 62  # larger counts are clamped here (the native side clamps further, to M)
+_MAX_POWER_ITERS = 100  # q beyond ~10 gains nothing; a huge q would run for hours
+
+
+def _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed, rtol=1e-4, margin=0.5, fit=None):
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {_METHODS}")
     if precision not in _PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {_PRECISIONS}")
+    adaptive = {}
     if method == "randomized":
-        if k is None or int(k) < 1:
-            raise ValueError("method='randomized' needs k >= 1 (the number of top eigenvalues)")
+        if isinstance(k, str) and k.startswith("auto"):
+            # "auto" or "auto:K" (K = the first k)
+            first = k.partition(":")[2]
+            adaptive = dict(rtol=float(rtol), margin=float(margin),
+                            fit=_fit_args(**{**_FIT_DEFAULTS, **(fit or {})}))
+            k = int(first) if first else 0
+            if not (adaptive["rtol"] > 0 and adaptive["margin"] >= 0):
+                raise ValueError(f"k='auto' needs rtol > 0 and margin >= 0, got rtol={rtol}, margin={margin}")
+        elif k is None or int(k) < 1:
+            raise ValueError("method='randomized' needs k >= 1 (the number of top eigenvalues) or k='auto'")
+        if int(oversample) < 0:
+            raise ValueError(f"oversample must be >= 0, got {oversample}")
+        if not 0 <= int(power_iters) <= _MAX_POWER_ITERS:
+            raise ValueError(f"power_iters must be in [0, {_MAX_POWER_ITERS}], got {power_iters}")
     elif k is not None:
         raise ValueError("k applies only to method='randomized'")
-    return dict(method=method, precision=precision, normalize=bool(normalize), k=int(k or 0),
-                oversample=int(oversample), power_iters=int(power_iters), seed=int(seed))
+    return dict(method=method, precision=precision, normalize=bool(normalize), k=min(int(k or 0), _INT64_SAFE),
+                oversample=min(int(oversample), _INT64_SAFE), power_iters=int(power_iters), seed=int(seed) % 2**64,
+                adaptive=adaptive)
 
 
-def spectrum(W, *, method: str = "gram", precision: str = "float32", normalize: bool = False, k: int | None = None,
+def spectrum(W, *, method: str = "gram", precision: str = "float32", normalize: bool = False, k: int | str | None = None,
              oversample: int = 10, power_iters: int = 4, seed: int = 0, dtype: str | None = None,
-             threads: int = 1) -> Spectrum:
+             threads: int = 1, rtol: float = 1e-4, margin: float = 0.5, fit: dict | None = None,
+             device: str | None = None) -> Spectrum:
     """Eigenvalues of X = W^T W (or /N) of one matrix, with the trace ||W||_F^2 and N, M.
 
     ``threads`` is the number of BLAS threads for this one matrix (0 = all cores).
+    method="randomized": ``.errors`` bounds lambda_i - value_i (>= 0) per returned value;
+    ``k="auto"`` (or ``"auto:K"``, K the first k) doubles k until the values with
+    errors <= rtol * value (from the top) hold the tail fitted with ``fit`` (fit_power_law's
+    keyword arguments) with n_tail * (1 + margin) <= their number, and returns only those
+    (the exact Gram route once the sketch would exceed M/6 columns or 2x its flops).
+    ``device``: "cpu" | "cuda" | "mps" runs the Gram route through torch (htsr.backends.torch).
     """
+    if device is not None:
+        from .backends import torch as _torch_backend
+        return _torch_backend.spectrum(W, method=method, precision=precision, normalize=normalize,
+                                       k=k, dtype=dtype, device=device)
     a, stored = _matrix(W, dtype)
-    args = _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed)
+    args = _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed, rtol, margin, fit)
     return _core.spectrum(a, stored, threads=int(threads), **args)
 
 
@@ -125,12 +154,19 @@ def _matrices(Ws, dtype):
 
 
 def spectrum_batch(Ws: Sequence, *, method: str = "gram", precision: str = "float32", normalize: bool = False,
-                   k: int | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
-                   dtype: str | None = None, threads: int = 0) -> list[Spectrum]:
+                   k: int | str | None = None, oversample: int = 10, power_iters: int = 4, seed: int = 0,
+                   dtype: str | None = None, threads: int = 0, rtol: float = 1e-4, margin: float = 0.5,
+                   fit: dict | None = None, device: str | None = None) -> list[Spectrum]:
     """:func:`spectrum` of many matrices, in parallel across matrices (OpenMP, one BLAS thread
-    each, ``threads=0`` = all cores). Results keep the input order; Ctrl-C stops between matrices."""
+    each, ``threads=0`` = all cores; randomized and ``k="auto"`` too). Results keep the input
+    order; Ctrl-C stops between matrices. ``device``: see :func:`spectrum` (same-shape matrices
+    share one batched torch eigensolver call)."""
+    if device is not None:
+        from .backends import torch as _torch_backend
+        return _torch_backend.spectrum_batch(Ws, method=method, precision=precision, normalize=normalize,
+                                             k=k, dtype=dtype, device=device)
     arrays, stored = _matrices(Ws, dtype)
-    args = _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed)
+    args = _spectrum_args(method, precision, normalize, k, oversample, power_iters, seed, rtol, margin, fit)
     return _core.spectrum_batch(arrays, stored, threads=int(threads), **args)
 
 
@@ -146,6 +182,10 @@ def _sample(x, what="x") -> np.ndarray:
     if a.ndim != 1:
         raise ValueError(f"{what}: expected a 1-D array, got shape {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float64)
+
+
+_FIT_DEFAULTS = dict(ks="all_points", xmin=None, xmin_range=None, xmax=None, min_tail=2, floor=None,
+                     small_n=False, every_position=False, candidates=False, prune=True)
 
 
 def _fit_args(ks, xmin, xmin_range, xmax, min_tail, floor, small_n, every_position, candidates, prune):

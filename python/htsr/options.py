@@ -24,7 +24,8 @@ from .metrics import WEAK_RANK_LOSS_TOLERANCE
 __all__ = ["AnalysisOptions", "LAYER_TYPES"]
 
 LAYER_TYPES = ("dense", "conv1d", "conv2d", "embedding")
-FINGERPRINT_VERSION = 1             # bump when a fingerprinted option changes meaning
+FINGERPRINT_VERSION = 1
+_FIT_ALIASES = {"power_law": "PL", "truncated_power_law": "TPL"}             # bump when a fingerprinted option changes meaning
 
 
 def _tuple(x) -> tuple:
@@ -61,9 +62,26 @@ class AnalysisOptions:
     oversample: int = 10
     power_iters: int = 4
     seed: int = 0
+    # diagnostics (htsr.diagnostics); seed also drives the shuffles and the bootstrap
+    mp_fit: bool = False
+    mp_method: str = "median"
+    mp_tw_level: float = 0.99
+    randomize: bool = False
+    fit: str = "PL"
+    tail_models: bool = False
+    bootstrap: int = 0
+    fix_fingers: str | None = None
+    max_fingers: int = 10
+    finger_thresh: float = 1.0
+    xmin_max: float | None = None
+    xmax: Any = None
+    detX: bool = False
+    vectors: bool = False
+    base_model: Any = None
     # -- execution: how fast, not what (not fingerprinted)
     threads: int = 0
     prefetch: int = 64
+    device: str | None = None   # torch device for the exact spectra (htsr.backends.torch)
     progress: Any = field(default=None, compare=False)
     errors: str = "raise"
     out: Any = None
@@ -72,10 +90,18 @@ class AnalysisOptions:
 
     SELECTION = ("layers", "min_evals", "max_evals", "max_N", "layer_types", "names", "exclude")
     NUMERIC = ("pool", "split_fused", "normalize", "precision", "method", "ks", "conv2d_norm",
-               "ww_parity", "tolerance", "k", "oversample", "power_iters", "seed")
-    EXECUTION = ("threads", "prefetch", "progress", "errors", "out", "resume", "executor")
+               "ww_parity", "tolerance", "k", "oversample", "power_iters", "seed",
+               "mp_fit", "mp_method", "mp_tw_level", "randomize", "fit", "tail_models", "bootstrap",
+               "fix_fingers", "max_fingers", "finger_thresh", "xmin_max", "xmax", "detX", "vectors",
+               "base_model")
+    DIAGNOSTICS = NUMERIC[NUMERIC.index("mp_fit"):]   # left out of the fingerprint at their defaults
+    EXECUTION = ("threads", "prefetch", "device", "progress", "errors", "out", "resume", "executor")
 
     def __post_init__(self):
+        fit = _FIT_ALIASES.get(self.fit, self.fit) if isinstance(self.fit, str) else self.fit
+        object.__setattr__(self, "fit", fit)
+        if self.fix_fingers is False:
+            object.__setattr__(self, "fix_fingers", None)
         for name in ("layers", "layer_types", "names", "exclude"):
             object.__setattr__(self, name, _tuple(getattr(self, name)))
         object.__setattr__(self, "layer_types",
@@ -102,6 +128,11 @@ class AnalysisOptions:
         if self.executor is not None and not callable(getattr(self.executor, "submit", None)):
             raise TypeError(f"executor must be a concurrent.futures.Executor (with .submit), "
                             f"got {type(self.executor).__name__}")
+        if self.device is not None and (not isinstance(self.device, str)
+                                        or self.device.split(":")[0] not in ("cpu", "cuda", "mps")):
+            raise ValueError(f"device must be None, 'cpu', 'cuda[:N]' or 'mps', got {self.device!r}")
+        if self.device is not None and self.method == "randomized":
+            raise ValueError("device=... runs the exact methods (gram, svd); the randomized one is native only")
         if self.ks not in ("all_points", "distinct"):
             raise ValueError(f"ks must be 'all_points' or 'distinct', got {self.ks!r}")
         if not (isinstance(self.tolerance, (int, float)) and math.isfinite(self.tolerance)
@@ -115,6 +146,38 @@ class AnalysisOptions:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
                 raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+        self._validate_diagnostics()
+
+    def _validate_diagnostics(self):
+        from .diagnostics.mp import MP_METHODS, TW_QUANTILES
+
+        if self.mp_method not in MP_METHODS:
+            raise ValueError(f"mp_method must be one of {MP_METHODS}, got {self.mp_method!r}")
+        if self.mp_tw_level not in TW_QUANTILES:
+            raise ValueError(f"mp_tw_level must be one of {sorted(TW_QUANTILES)}, got {self.mp_tw_level!r}")
+        if self.fit not in ("PL", "TPL", "E_TPL"):
+            raise ValueError(f"fit must be 'PL', 'TPL' or 'E_TPL' (or 'power_law', "
+                             f"'truncated_power_law'), got {self.fit!r}")
+        if self.fix_fingers not in (None, "clip_xmax", "xmin_peak"):
+            raise ValueError(f"fix_fingers must be None, 'clip_xmax' or 'xmin_peak', got {self.fix_fingers!r}")
+        if self.fit == "E_TPL" and self.fix_fingers == "clip_xmax":
+            raise ValueError("fit='E_TPL' (TPL + xmin_peak) cannot be combined with fix_fingers='clip_xmax'")
+        x = self.xmax
+        if not (x is None or x is False or x == "force"
+                or (isinstance(x, int) and not isinstance(x, bool) and x != 0)):
+            raise ValueError(f"xmax must be None, 'force' or a nonzero int (-k drops the top k), got {x!r}")
+        if self.fix_fingers == "clip_xmax" and isinstance(x, int) and not isinstance(x, bool):
+            raise ValueError("fix_fingers='clip_xmax' cannot be combined with an integer xmax")
+        for name in ("bootstrap", "max_fingers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "max_fingers" else 0):
+                raise ValueError(f"{name} must be an integer >= {1 if name == 'max_fingers' else 0}, got {v!r}")
+        if not (isinstance(self.finger_thresh, (int, float)) and math.isfinite(self.finger_thresh)):
+            raise ValueError(f"finger_thresh must be a finite number, got {self.finger_thresh!r}")
+        if self.xmin_max is not None and not (isinstance(self.xmin_max, (int, float)) and self.xmin_max > 0):
+            raise ValueError(f"xmin_max must be a positive number or None, got {self.xmin_max!r}")
+        if (self.randomize or self.vectors) and self.method == "randomized":
+            raise ValueError("randomize / vectors need an exact method ('gram' or 'svd'), not 'randomized'")
 
     @classmethod
     def build(cls, options: "AnalysisOptions | None" = None, **overrides) -> "AnalysisOptions":
@@ -141,7 +204,10 @@ class AnalysisOptions:
     def fingerprint(self) -> str:
         """sha256 (first 16 hex digits) of the canonical JSON of the numeric options: equal for
         two option sets exactly when every row they produce has the same values."""
-        payload = json.dumps({"v": FINGERPRINT_VERSION, **self.numeric()}, sort_keys=True,
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        numeric = {k: v for k, v in self.numeric().items()   # diagnostics off: version-1 hashes
+                   if k not in self.DIAGNOSTICS or v != defaults[k]}
+        payload = json.dumps({"v": FINGERPRINT_VERSION, **numeric}, sort_keys=True,
                              default=repr, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

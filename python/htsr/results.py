@@ -44,16 +44,17 @@ _VERSION = 1
 
 #: columns read back as text (everything else: int if it parses as one, else float)
 _TEXT = {"name", "longname", "layer_type", "part", "source", "stored_dtype", "status",
-         "warning", "message"}
+         "warning", "message", "best_fit"}
 #: text columns whose empty value is '' (the others: None)
-_EMPTY_TEXT = {"warning"}
+_EMPTY_TEXT = {"warning", "best_fit"}
 
 
-def file_columns(pool: bool) -> list[str]:
-    """The columns of a results file: every table column plus ``message`` (error rows)."""
+def file_columns(pool: bool, extra=()) -> list[str]:
+    """The columns of a results file: every table column, the ``extra`` ones (columns of the
+    matrices' metadata, such as a LoRA adapter's ``r``), plus ``message`` (error rows)."""
     cols = [c for c in _metrics.ID_COLUMNS + _metrics.METRIC_COLUMNS + _metrics.TRAILING_COLUMNS
             if pool is False or c != "slice_id"]
-    return _metrics.order_columns(cols + ["message"])
+    return _metrics.order_columns(list(dict.fromkeys(cols + list(extra) + ["message"])))
 
 
 def row_key(row: dict) -> tuple:
@@ -140,7 +141,11 @@ def _parse_cell(col: str, s: str):
     try:
         return int(s)
     except ValueError:
+        pass
+    try:
         return float(s)
+    except ValueError:
+        return s        # a text column of the metadata (extra columns)
 
 
 def _read_lines_jsonl(path: str) -> list[dict]:
@@ -239,12 +244,12 @@ def _read_meta(path: str) -> dict | None:
 class ResultsFile:
     """Append-as-you-go, crash-consistent, resumable results file (see the module docstring)."""
 
-    def __init__(self, path, options, *, resume: bool = False):
+    def __init__(self, path, options, *, resume: bool = False, extra_columns=()):
         self.path = str(path)
         self.ext = _ext(self.path)
         self.options = options
         self.fingerprint = options.fingerprint()
-        self.columns = file_columns(options.pool)
+        self.columns = file_columns(options.pool, extra_columns)
         self.previous: list[dict] = []
         meta = _read_meta(self.path) if resume else None
         journal = self.path + JOURNAL_SUFFIX

@@ -85,6 +85,12 @@ inline int syevd(int n, double* a, int lda, double* w) {
                                    : scipy_LAPACKE_dsyevd_2stage(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w);
 }
 
+// Eigenvalues (ascending) and orthonormal eigenvectors (overwriting `a`, column j for value j)
+// of a symmetric matrix whose lower triangle is stored in `a` (one-stage ?syevd, jobz = 'V').
+inline int syevd_vectors(int n, double* a, int lda, double* w) {
+    return scipy_LAPACKE_dsyevd(LAPACK_COL_MAJOR, 'V', 'L', n, a, lda, w);
+}
+
 // Singular values only (descending) of a column-major m x n matrix (destroyed). Returns info.
 inline int gesdd(int m, int n, float* a, int lda, float* s) {
     float dummy = 0;
@@ -93,6 +99,15 @@ inline int gesdd(int m, int n, float* a, int lda, float* s) {
 inline int gesdd(int m, int n, double* a, int lda, double* s) {
     double dummy = 0;
     return scipy_LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', m, n, a, lda, s, &dummy, 1, &dummy, 1);
+}
+
+// Thin SVD with vectors of a column-major m x n matrix (m <= n, destroyed): s (m, descending),
+// u (m x m, ldu), vt (m x n, ldvt). Returns info.
+inline int gesdd_vectors(int m, int n, float* a, int lda, float* s, float* u, int ldu, float* vt, int ldvt) {
+    return scipy_LAPACKE_sgesdd(LAPACK_COL_MAJOR, 'S', m, n, a, lda, s, u, ldu, vt, ldvt);
+}
+inline int gesdd_vectors(int m, int n, double* a, int lda, double* s, double* u, int ldu, double* vt, int ldvt) {
+    return scipy_LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'S', m, n, a, lda, s, u, ldu, vt, ldvt);
 }
 
 // Thin QR: overwrite the column-major m x n matrix `a` (m >= n) with the orthonormal factor Q.

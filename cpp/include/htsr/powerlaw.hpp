@@ -38,7 +38,7 @@ struct FitOptions {
     bool small_n = false;     ///< WeightWatcher 0.7.7 path for n < 20: alpha = 1 + (n-1)/sum, tails < 8 skipped
     bool every_position = false;  ///< AllPoints: WWFit's candidates, every sorted position but the last (ties too)
     bool candidates = false;  ///< keep per-candidate arrays (forces the full scan)
-    bool prune = true;        ///< early abandoning (exact: a partial maximum is a lower bound on D)
+    bool prune = true;        ///< early abandoning + branch and bound (exact); false: every KS point of every candidate, in order
     int threads = 1;          ///< OpenMP threads across candidates (0 = all)
 };
 
@@ -53,12 +53,20 @@ struct FitResult {
     std::string status = "failed";  ///< "success" or "failed"
     std::string message;
     std::vector<double> xmins, alphas, Ds, sigmas;  ///< per candidate, with options.candidates
+    int64_t evaluations = 0;  ///< KS points evaluated (each one exp): the scan's machine-independent work
 };
 
 /// Fits x[0..n) (any order). Throws std::invalid_argument for fewer than 2 values, NaN/Inf,
 /// or non-positive values when no floor is given. Returns status "failed" (with a message)
-/// when the options leave nothing to fit.
-FitResult fit_power_law(const double* x, int64_t n, const FitOptions& options);
+/// when the options leave nothing to fit. When *cancel becomes true the scan stops between
+/// candidates and Cancelled (batch.hpp) is thrown.
+///
+/// The KS maximum of a candidate is found by branch and bound over ranges of tail points
+/// (F and the ECDF both rise along the sorted tail, so max(F(hi) - S(lo), S(hi) - F(lo))
+/// bounds a range), stopping as soon as a point exceeds the best D so far: the result is the
+/// same double as the plain scan's (prune = false), for any thread count.
+FitResult fit_power_law(const double* x, int64_t n, const FitOptions& options,
+                        const std::atomic<bool>* cancel = nullptr);
 
 /// Many independent fits, OpenMP across fits (each single-threaded); errors name the sample.
 std::vector<FitResult> fit_power_law_batch(const std::vector<std::pair<const double*, int64_t>>& samples,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "htsr/dtype.hpp"
+#include "htsr/powerlaw.hpp"
 
 namespace htsr {
 
@@ -29,10 +30,14 @@ struct SpectrumOptions {
     Method method = Method::Gram;
     Precision precision = Precision::Float32;  ///< arithmetic of the Gram / SVD / sketch
     bool normalize = false;                    ///< divide by N (X = W^T W / N)
-    int64_t k = 0;                             ///< randomized: number of top eigenvalues (required)
-    int64_t oversample = 10;                   ///< randomized: p, sketch width l = k + p
+    int64_t k = 0;                             ///< randomized: number of top eigenvalues (required; adaptive: the first k, 0 = max(16, M/32))
+    int64_t oversample = 10;                   ///< randomized: p >= 0, sketch width l = k + min(p, M - k)
     int power_iters = 4;                       ///< randomized: q power iterations
     uint64_t seed = 0;                         ///< randomized: Gaussian test matrix seed
+    bool adaptive = false;                     ///< randomized: raise k until the fitted tail lies inside the trusted values
+    double rtol = 1e-4;                        ///< adaptive: a value is trusted when errors_i <= rtol * lambda_i
+    double margin = 0.5;                       ///< adaptive: accept when n_tail * (1 + margin) <= trusted values
+    FitOptions fit;                            ///< adaptive: the power-law fit that decides n_tail
 };
 
 struct Spectrum {
@@ -40,6 +45,10 @@ struct Spectrum {
     double trace = 0;                 ///< ||W||_F^2 (/N if normalized) = sum of all M eigenvalues: the Gram diagonal summed in double (gram), squares summed in double (svd, randomized)
     int64_t N = 0, M = 0;
     bool complete = true;             ///< false when only the top k were computed
+    /// randomized only (empty otherwise): a-posteriori bound per value, same order as
+    /// `eigenvalues`: lambda~_i <= lambda_i <= lambda~_i + errors_i (randomized.hpp).
+    std::vector<double> errors;
+    int64_t k_computed = 0;           ///< randomized: the k of the last sketch (adaptive: after raising it)
 };
 
 /// All eigenvalues of X = W^T W over the smaller side (M of them), ascending, float64 out.

@@ -1,9 +1,11 @@
 """Weight sources -> :class:`LayerSpec` iterators.
 
-Modules: ``registry`` (formats, :func:`iter_layers`), one reader per format (``safetensors``,
-``torch``, ``numpy``), ``dtypes`` (stored values -> float32), ``naming`` (order, config, layer
-types, fused-tensor splitting), ``specs`` (stored tensors -> LayerSpecs), ``base`` (the
-``LayerSpec`` / ``Entry`` / ``Format`` records), ``files`` (JSON side files), ``pages`` (madvise).
+Modules: ``registry`` (``FORMATS``, :func:`iter_layers`), one reader per format
+(``safetensors``, ``torch``, ``numpy``, ``gguf``, ``onnx``, ``keras``, ``peft``), ``dtypes`` (stored
+values -> float32), ``naming`` (order, config, layer types, fused-tensor splitting), ``specs``
+(stored tensors -> LayerSpecs), ``base`` (the ``LayerSpec`` / ``Entry`` / ``Format`` records),
+``files`` (JSON side files, containment, size checks), ``pages`` (madvise), ``hub`` (Hugging
+Face cache).  Each reader module's docstring describes its format.
 
 ``iter_layers(model_or_path)`` yields, lazily and in model order, one :class:`LayerSpec` per
 analysable weight matrix of
@@ -18,7 +20,10 @@ analysable weight matrix of
 * a PyTorch ``.bin`` / ``.pt`` / ``.pth`` / ``.ckpt`` file or a directory of them (with an
   optional ``pytorch_model.bin.index.json``), via ``torch.load(mmap=True, weights_only=True)``;
 * a ``.npz`` (members as a state_dict; uncompressed members are memory-mapped) or ``.npy`` file
-  (or a directory of ``.npy`` files, one tensor each, named by the file stem).
+  (or a directory of ``.npy`` files, one tensor each, named by the file stem);
+* a GGUF file or split set (``gguf``), an ONNX model (``onnx``), a Keras ``.keras`` / ``.h5``
+  file or live Keras model (``keras``), a PEFT LoRA adapter folder (``peft``);
+* a Hugging Face model id ``org/name[@rev]`` already in the local cache (``hub``).
 
 Conventions
 -----------
@@ -89,8 +94,8 @@ value = e2m1(code) * 2**(scale - 127), each expert's ``[R, 32 G]`` matrix transp
 model's ``[32 G, R]`` layout; the layer is ``<name>`` (``stored_dtype`` ``mxfp4``).
 A ``_blocks`` tensor without its ``_scales`` is skipped with a warning naming it.
 
-Not supported (left out): GGUF, ONNX, Keras/HDF5, Flax msgpack, integer-quantized weights
-(int8/int4 + scales), Conv3d, RNN-specific gate splits.
+Not supported (left out): Flax msgpack / Orbax, integer-quantized safetensors (int8/int4 +
+scales, GPTQ/AWQ), Conv3d, RNN-specific gate splits.
 """
 from __future__ import annotations
 

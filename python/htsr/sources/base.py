@@ -2,7 +2,7 @@
 the :class:`Format` record a reader registers (see ``registry``)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ class LayerSpec:
     module_type: str | None = None  # torch class name (live modules only)
     matrix_shape: tuple = ()  # (rows, cols) of each array load() returns
     scale: str | None = None  # name of the dequantization scale tensor applied, if any
+    columns: dict = field(default_factory=dict, repr=False, compare=False)  # extra table columns
 
     @property
     def longname(self) -> str:
@@ -44,6 +45,7 @@ class Entry:
     source: str
     get: Callable[[], Any]  # raw stored bits: numpy array (see to_float32) or torch tensor
     whole_nbytes: int | None = None  # a load reads this many bytes whatever piece (npz deflate)
+    ltype: str | None = None  # layer type when the reader knows it (ONNX: from the graph node)
 
     @property
     def bits(self) -> int:
@@ -83,3 +85,6 @@ class Format:
     # the model config stored in the files themselves (GGUF metadata), used when no config is
     # given (before a config.json beside them)
     config: Callable[[list[str], str | None], dict] | None = None
+    # builds the LayerSpecs itself from (entries, maker, **options) instead of maker.specs per
+    # entry (PEFT: pairs of low-rank factors -> one spec)
+    specs: Callable[..., Iterator[LayerSpec]] | None = None

@@ -59,8 +59,12 @@ GGML_RAW = {"float32": "<f4", "float16": "<f2", "bfloat16": "<u2", "float64": "<
             "int8": "i1", "int16": "<i2", "int32": "<i4", "int64": "<i8"}
 for _name, _blk, _size in GGML_TYPES.values():
     BITS.setdefault(_name, 8 * _size / _blk)
+# integer weights with scales (ONNX): torch's names of quantized dtypes
+QUANTIZED_INT = {"qint8": 8, "quint8": 8, "qint4": 4, "quint4": 4}
+BITS.update(QUANTIZED_INT)
 # dtypes whose Entry.get() returns float32 values already (dequantized by the reader)
-DEQUANTIZED = {"mxfp4"} | {v[0] for v in GGML_TYPES.values() if v[0] not in GGML_RAW}
+DEQUANTIZED = ({"mxfp4"} | set(QUANTIZED_INT)
+               | {v[0] for v in GGML_TYPES.values() if v[0] not in GGML_RAW})
 
 
 @functools.cache

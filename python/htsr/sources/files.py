@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 
 def _no_constant(name):
@@ -86,3 +87,12 @@ def require_size(path, needed: int, what: str) -> None:
     if size < needed:
         raise ValueError(f"{path}: file is {size} bytes but {what} needs {needed} (truncated "
                          "while being read?)")
+
+
+def open_zip(path, what: str) -> zipfile.ZipFile:
+    """``zipfile.ZipFile(path)``; every way a damaged zip fails (zipfile raises BadZipFile,
+    NotImplementedError for unknown versions or methods, EOFError, ...) as a ValueError."""
+    try:
+        return zipfile.ZipFile(path)
+    except Exception as exc:  # noqa: BLE001 -- any parse failure of an untrusted file
+        raise ValueError(f"{path}: not a valid {what} (zip) file: {exc}") from None

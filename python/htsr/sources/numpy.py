@@ -12,7 +12,7 @@ import numpy as np
 
 from .base import Entry, Format, np_entry
 from .dtypes import FLOAT_NAMES
-from .files import require_size
+from .files import open_zip, require_size
 from .naming import natural_key
 
 
@@ -25,10 +25,7 @@ def _npy_member_header(fp):
 
 def npz_entries(path: str) -> list[Entry]:
     out = []
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a valid .npz (zip) file: {exc}") from None
+    zf = open_zip(path, ".npz")
     with zf, open(path, "rb") as raw:
         for zi in zf.infolist():
             if not zi.filename.endswith(".npy"):

@@ -151,6 +151,7 @@ class Maker:
         shape = e.shape
         if e.kind != "float" or len(shape) < 2 or math.prod(shape) == 0:
             return
+        ltype = ltype or e.ltype
         if ltype is None:
             if skip_key(e.key):
                 return

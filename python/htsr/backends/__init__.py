@@ -1,0 +1,1 @@
+"""Optional compute backends (imported lazily: torch is not a dependency of htsr)."""
