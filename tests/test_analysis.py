@@ -445,8 +445,11 @@ def test_pipeline_has_no_barrier(monkeypatch):
     monkeypatch.setattr(core, "spectrum_batch", batch)
     order = []
     df = htsr.analyze("ignored", threads=2, progress=lambda d, t, b, name: order.append(name))
+    # l0's native call returned only after the 9 others' native calls had finished, so they
+    # ran while l0 was in flight (no ordering of the progress reports is implied: the last
+    # other matrix may report after l0)
     assert state["waited"] is True
-    assert order[-1] == "l0" and sorted(order) == sorted(f"l{i}" for i in range(n))
+    assert sorted(order) == sorted(f"l{i}" for i in range(n))
     assert list(df["name"]) == [f"l{i}" for i in range(n)]     # table in model order
     ref = htsr.analyze("ignored", threads=1)                   # one worker: same rows
     cols = [c for c in df.columns if c != "seconds"]
