@@ -24,6 +24,16 @@ int resolve_threads(int threads, int64_t items) {
 
 namespace {
 
+/// Processors this process may run on: OpenBLAS threads beyond them only busy-wait (an
+/// OMP_NUM_THREADS above the cores must not become oversubscribed BLAS).
+int processors() {
+#ifdef _OPENMP
+    return std::max(1, omp_get_num_procs());
+#else
+    return 1;
+#endif
+}
+
 [[noreturn]] void rethrow_with_label(std::exception_ptr error, const std::string& prefix) {
     try {
         std::rethrow_exception(error);
@@ -65,7 +75,7 @@ void parallel_for(int64_t n, const std::vector<double>& cost, int threads, const
     if (nthreads == 1) {
         // No OpenMP team: the spare threads (if allowed) go to BLAS, whose own pthreads then
         // never run inside an OpenMP region.
-        lapack::BlasThreads blas_threads(spare_to_blas ? resolve_threads(threads, int64_t(1) << 30) : 1);
+        lapack::BlasThreads blas_threads(spare_to_blas ? std::min(resolve_threads(threads, int64_t(1) << 30), processors()) : 1);
         for (int64_t j = 0; j < n; ++j) run(j);
     } else {
         // Several items at a time: exactly one BLAS thread each (OpenBLAS threads inside the

@@ -23,7 +23,8 @@ int resolve_threads(int threads, int64_t items);
 /// Calls task(i) for every i < n, items with larger `cost` first (load balance), on
 /// resolve_threads(threads, n) OpenMP threads with OpenBLAS pinned to one thread. When that is
 /// one thread (one item, or threads = 1) no OpenMP team is made, and with `spare_to_blas` the
-/// items run one after the other with resolve_threads(threads, all) BLAS threads instead.
+/// items run one after the other with resolve_threads(threads, all) BLAS threads instead
+/// (at most the processors: OpenBLAS threads beyond them only busy-wait).
 /// Items not yet started when *cancel becomes true are skipped and Cancelled is thrown.
 /// An exception from item i is rethrown (same category) as "<label> i: <message>";
 /// the lowest failing index wins, so the error does not depend on scheduling.
