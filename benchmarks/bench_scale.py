@@ -1,10 +1,10 @@
 """LLM-scale analyze: wall time against the native floor, peak RSS, read rate, and the
 WeightWatcher 0.7.7 estimate, all measured in the same run.
 
-    python benchmarks/make_checkpoint.py /work/ckpt/tinyllama --preset tinyllama
-    python benchmarks/bench_scale.py /work/ckpt/tinyllama --precision float32
-    python benchmarks/bench_scale.py /work/ckpt/llama7b --precision float32 --names 'layers\\.[0-3]\\.'
-    python benchmarks/bench_scale.py /work/ckpt/llama7b --compare-precision 'layers\\.0\\.|lm_head'
+    python benchmarks/make_checkpoint.py ../ckpt/tinyllama --preset tinyllama
+    python benchmarks/bench_scale.py ../ckpt/tinyllama --precision float32
+    python benchmarks/bench_scale.py ../ckpt/llama7b --precision float32 --names 'layers\\.[0-3]\\.'
+    python benchmarks/bench_scale.py ../ckpt/llama7b --compare-precision 'layers\\.0\\.|lm_head'
 
 * wall: ``htsr.analyze`` in a fresh child process (``--threads``, default all cores), from
   the first byte read to the DataFrame; peak RSS is the child's VmHWM.

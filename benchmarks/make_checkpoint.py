@@ -1,7 +1,7 @@
 """Synthetic sharded safetensors checkpoints in the shapes of real LLMs, streamed to disk.
 
-    python benchmarks/make_checkpoint.py /work/ckpt/tinyllama --preset tinyllama
-    python benchmarks/make_checkpoint.py /work/ckpt/llama7b --preset llama2-7b
+    python benchmarks/make_checkpoint.py ../ckpt/tinyllama --preset tinyllama
+    python benchmarks/make_checkpoint.py ../ckpt/llama7b --preset llama2-7b
     python benchmarks/make_checkpoint.py /tmp/moe --preset mixtral --layers 2
     python benchmarks/make_checkpoint.py /tmp/tiny --preset llama2-7b --hidden 64 \
         --intermediate 176 --layers 2 --vocab 320 --shard-mb 1

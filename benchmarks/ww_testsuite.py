@@ -40,7 +40,6 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS_DIR = os.path.join(os.path.dirname(HERE), "tests")
-DEFAULT_MIRROR = "/work/.mirror/CalculatedContent+WeightWatcher/repo"
 
 # Classes that exercise WeightWatcher's public API (analyze, describe, get_summary, get_details,
 # get_ESD, distances, SVDSmoothing/SVDSharpness, vector_metrics, parameter validation).
@@ -198,7 +197,10 @@ def _locate_test_file(arg: str | None) -> str:
     path = arg or os.environ.get("WW_TEST_FILE")
     if path:
         return path
-    mirror = os.environ.get("WW_MIRROR", DEFAULT_MIRROR)
+    mirror = os.environ.get("WW_MIRROR")
+    if not mirror:
+        raise SystemExit("give --test-file PATH (WeightWatcher's tests/test.py), or set WW_TEST_FILE "
+                         "or WW_MIRROR (a git clone of WeightWatcher)")
     src = subprocess.run(["git", "-C", mirror, "show", "HEAD:tests/test.py"], check=True,
                          capture_output=True, text=True).stdout
     fd, path = tempfile.mkstemp(prefix="ww_upstream_test_", suffix=".py")
