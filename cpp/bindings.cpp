@@ -245,6 +245,12 @@ PYBIND11_MODULE(_core, m) {
     });
 
     py::class_<Spectrum>(m, "Spectrum", "Eigenvalues of X = W^T W of one matrix (see htsr.spectrum).")
+        .def(py::init([](std::vector<double> eigenvalues, double trace, int64_t N, int64_t M, bool complete,
+                         std::vector<double> errors, int64_t k_computed) {
+                 return Spectrum{std::move(eigenvalues), trace, N, M, complete, std::move(errors), k_computed};
+             }),
+             py::kw_only(), py::arg("eigenvalues"), py::arg("trace"), py::arg("N"), py::arg("M"), py::arg("complete"),
+             py::arg("errors"), py::arg("k_computed"), "Built in Python by routes outside the native core (htsr.sparse)")
         .def_property_readonly("eigenvalues", [](const Spectrum& s) { return to_numpy(s.eigenvalues); },
                                "float64, ascending")
         .def_readonly("trace", &Spectrum::trace, "||W||_F^2 (/N when normalized): the sum of all M eigenvalues")

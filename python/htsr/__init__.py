@@ -4,7 +4,7 @@ Native kernels (C++): :func:`eigenvalues`, :func:`spectrum` and their ``_batch``
 :func:`fit_power_law` and :func:`fit_power_law_batch`. Model analysis: :func:`analyze`,
 :func:`describe`, :func:`summary`, and the drop-in :class:`WeightWatcher` facade. Diagnostics
 (``htsr.diagnostics``): :func:`traps`, :func:`vector_metrics`, :func:`bootstrap_pvalue`,
-:func:`fit_tail_models`, :func:`distances`. Views:
+:func:`fit_tail_models`, :func:`distances`, :func:`lsa_components`. Views:
 :func:`report` (offline HTML), :func:`compare`, :func:`monitor`; figures in ``htsr.plot``.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ _LAZY = {
     "vector_metrics": "diagnostics.vectors",
     "bootstrap_pvalue": "diagnostics.bootstrap",
     "fit_tail_models": "diagnostics.tail_models",
+    "lsa_components": "diagnostics.lsa",
     "read_results": "results",
     "report": "report",
     "compare": "comparison",

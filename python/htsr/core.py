@@ -13,6 +13,7 @@ Numerical conventions (also in the README):
 * ``method="svd"`` squares the singular values of ?gesdd (the accuracy reference, 2-4x slower).
 * ``method="randomized"`` returns only the top ``k`` (Halko-Martinsson-Tropp, ``power_iters``
   re-orthonormalised power steps, ``oversample`` extra columns, seeded), with the exact trace.
+  scipy.sparse W (LSA / TF-IDF) takes this route only, through sparse products (htsr.sparse).
 """
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def _matrix(W, dtype: str | None, what: str = "W") -> tuple[np.ndarray, str]:
             W, dtype = t.contiguous().view(torch.int16).numpy().view(np.uint16), name
         else:
             W = t.numpy()
+    from .sparse import is_sparse
+    if is_sparse(W):
+        raise ValueError(f"{what}: scipy.sparse input is taken one matrix at a time: "
+                         "htsr.spectrum(W, method='randomized', k=...)")
     a = np.asarray(W)
     if dtype is None:
         if a.dtype in (np.float32, np.float64):
@@ -130,6 +135,10 @@ def spectrum(W, *, method: str = "gram", precision: str = "float32", normalize: 
     (the exact Gram route once the sketch would exceed M/6 columns or 2x its flops).
     ``device``: "cpu" | "cuda" | "mps" runs the Gram route through torch (htsr.backends.torch).
     """
+    from . import sparse as _sparse
+    if _sparse.is_sparse(W):  # scipy.sparse: randomized route driven by sparse products (htsr.sparse)
+        return _sparse.spectrum(W, method=method, precision=precision, normalize=normalize, k=k, oversample=oversample,
+                                power_iters=power_iters, seed=seed, dtype=dtype, device=device)
     if device is not None:
         from .backends import torch as _torch_backend
         return _torch_backend.spectrum(W, method=method, precision=precision, normalize=normalize,

@@ -8,7 +8,9 @@
 * ``fingers`` -- ``fix_fingers='clip_xmax'|'xmin_peak'`` and ``xmax``;
 * ``detx`` -- the det X = 1 criterion (``detX``);
 * ``vectors`` -- eigenvector localization (``vectors``, ``vector_metrics``);
-* ``distances`` -- model-to-model distances, ``base_model`` deltas.
+* ``distances`` -- model-to-model distances, ``base_model`` deltas;
+* ``lsa`` -- :func:`lsa_components`, the number of LSA components of a (sparse) document-term
+  matrix from its power-law tail.
 
 The pipeline (``htsr.analysis``) calls three hooks per batch: :func:`prepare` (native work on
 the loaded matrices: shuffled spectra, eigensystems), :func:`refit` (fit changes: xmax,
@@ -23,9 +25,10 @@ import numpy as np
 from . import bootstrap, detx, distances, fingers, mp, randomize, tail_models, vectors
 from .traps import traps
 from .fingers import as_fit
+from .lsa import lsa_components
 
 __all__ = ["prepare", "refit", "unit_columns", "active", "columns", "traps", "mp", "randomize", "tail_models",
-           "bootstrap", "fingers", "detx", "vectors", "distances"]
+           "bootstrap", "fingers", "detx", "vectors", "distances", "lsa_components"]
 
 _DRAW_FITTED, _DRAW_SECOND, _STREAM_BOOTSTRAP = 0, 1, 2
 
