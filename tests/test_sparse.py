@@ -6,8 +6,9 @@ float64 sum of squares (trace), the native dense randomized route (same algorith
 bounds), and fit_power_law on the exact spectrum (n_tail).
 
 Tolerances: the top 20 values of a decaying spectrum (q = 6) within 1e-7 relative (float64;
-measured 2e-8) and 1e-6 (float32; measured 1.2e-7); the bounds must hold up to the oracle's rounding, 1e-12 * lambda_max (float64)
-and 1e-6 * lambda_max (float32); the trace within 1e-12 relative (both are float64 sums).
+measured 2e-8) and 1e-6 (float32; measured 3.8e-7); the bounds must hold up to the oracle's
+rounding, 1e-12 * lambda_max (float64) and 1e-6 * lambda_max (float32); the trace within
+1e-12 relative (both are float64 sums).
 """
 from __future__ import annotations
 
@@ -51,9 +52,10 @@ def planted():
 
 
 @pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
-@pytest.mark.parametrize("precision,dtype,rtol", [("float64", np.float64, 1e-7), ("float32", np.float32, 1e-6)])
+@pytest.mark.parametrize("precision,dtype,rtol,slack", [("float64", np.float64, 1e-7, 1e-12),
+                                                        ("float32", np.float32, 1e-6, 1e-6)])
 @pytest.mark.parametrize("transpose", [False, True])
-def test_top_k_matches_exact_svd(planted, fmt, precision, dtype, rtol, transpose):
+def test_top_k_matches_exact_svd(planted, fmt, precision, dtype, rtol, slack, transpose):
     W, ex = planted
     W = (W.T if transpose else W).asformat(fmt).astype(dtype)
     ex = _exact(W)
@@ -62,10 +64,10 @@ def test_top_k_matches_exact_svd(planted, fmt, precision, dtype, rtol, transpose
     assert isinstance(s, htsr.Spectrum) and not s.complete
     assert (s.N, s.M, s.k_computed) == (800, 600, k)
     np.testing.assert_allclose(s.eigenvalues, ex[-k:], rtol=rtol)
-    assert np.all(ex[-k:] <= s.eigenvalues + s.errors + rtol * 1e-3 * ex[-1])
+    assert np.all(ex[-k:] <= s.eigenvalues + s.errors + slack * ex[-1])
     np.testing.assert_allclose(s.trace, float(np.sum(W.toarray().astype(np.float64) ** 2)), rtol=1e-12)
-    np.testing.assert_allclose(htsr.eigenvalues(W, method="randomized", k=k, precision=precision, power_iters=6, seed=3),
-                               s.eigenvalues, rtol=0, atol=0)
+    again = htsr.eigenvalues(W, method="randomized", k=k, precision=precision, power_iters=6, seed=3)
+    assert np.array_equal(again, s.eigenvalues)
 
 
 @pytest.mark.parametrize("precision,slack", [("float64", 1e-12), ("float32", 1e-6)])
