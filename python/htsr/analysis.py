@@ -270,6 +270,27 @@ def _prefetch(mats: list) -> list:
     return mats
 
 
+_RAW_16BIT = True  # internal switch (tests): LayerSpec.load_raw used when the options allow it
+
+
+def raw_allowed(opts: AnalysisOptions) -> bool:
+    """Whether stored 16-bit weights go to the native core as they are (``LayerSpec.load_raw``,
+    converted exactly in C++, no float32 copy): native device, no W - W_base, no diagnostics
+    (they take float32 matrices)."""
+    return (_RAW_16BIT and opts.device is None and opts.base_model is None
+            and not _diag.active(opts))
+
+
+def load_matrices(spec, raw: bool) -> tuple[list, str | None]:
+    """(the spec's matrices, their ``spectrum_batch`` dtype): ``load_raw()`` when ``raw`` and
+    the spec has it (uint16 patterns, 'bfloat16' | 'float16'), else ``load()`` (float32, None)."""
+    if raw and getattr(spec, "load_raw", None) is not None:
+        mats, dtype = spec.load_raw()
+        return list(mats), dtype
+    mats = spec.load()
+    return (list(mats) if isinstance(mats, (list, tuple)) else [mats]), None
+
+
 class _Reader:
     """Loads plan items in a background thread, at most ``ahead`` items loaded (or loading) but
     not yet taken by the main thread, and at most ``budget`` bytes of float32 matrices loaded
@@ -277,8 +298,9 @@ class _Reader:
 
     _END = object()
 
-    def __init__(self, plan: list[_Item], ahead: int, budget: int):
+    def __init__(self, plan: list[_Item], ahead: int, budget: int, raw: bool = False):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
+        self.raw = raw          # load_matrices(raw=): 16-bit weights as stored
         self.q: queue.Queue = queue.Queue()
         self.cond = threading.Condition()
         self.ahead = 0          # loaded or loading, not yet taken
@@ -302,17 +324,15 @@ class _Reader:
                     self.inflight += mem
                 t0 = time.perf_counter()
                 try:
-                    mats = it.spec.load()
-                    if not isinstance(mats, (list, tuple)):
-                        mats = [mats]
-                    mats = _prefetch(list(mats))
+                    mats, dtype = load_matrices(it.spec, self.raw)
+                    mats = _prefetch(mats)
                 except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
-                    self.q.put((idx, exc, 0.0))
+                    self.q.put((idx, exc, 0.0, None))
                     continue
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
-                    self.q.put((idx, exc, 0.0))
+                    self.q.put((idx, exc, 0.0, None))
                     return
-                self.q.put((idx, mats, time.perf_counter() - t0))
+                self.q.put((idx, mats, time.perf_counter() - t0, dtype))
                 del mats
         finally:
             self.q.put(self._END)
@@ -351,10 +371,11 @@ def _layer_error(item: _Item, exc: BaseException) -> ValueError:
     return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
-def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
+def _find_bad_matrix(mats: Sequence[np.ndarray], dtype: str | None = None) -> int | None:
+    from .sources.dtypes import to_float32
     for i, W in enumerate(mats):
         try:
-            if not np.isfinite(np.asarray(W, dtype=np.float32)).all():
+            if not np.isfinite(to_float32(W, dtype) if dtype else np.asarray(W, np.float32)).all():
                 return i
         except Exception:  # noqa: BLE001
             return None
@@ -534,7 +555,7 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
     # median-sized matrix per worker plus one ahead (so that every worker stays fed)
     mems = sorted(it.mem for it in plan)
     budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], _MIN_BUDGET)
-    reader = _Reader(plan, ahead, budget)
+    reader = _Reader(plan, ahead, budget, raw_allowed(opts))
     take = threading.Lock()
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -555,10 +576,10 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
             obj = next_entry()
             if obj is None:
                 return
-            idx, payload, t_read = obj
+            idx, payload, t_read, dtype = obj
             item = plan[idx]
             try:
-                rows = work(item, payload, t_read)
+                rows = work(item, payload, t_read, dtype)
             finally:
                 if not isinstance(payload, BaseException):
                     for W in payload:     # mapped pages of analysed matrices: not needed again
@@ -619,7 +640,8 @@ class _ItemWork:
         self.opts = opts.replace(threads=max(1, int(threads)), progress=None, executor=None)
         self.errors = opts.errors
 
-    def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:
+    def __call__(self, item: _Item, mats, t_read: float, dtype: str | None = None) -> list[dict]:
+        """``dtype``: of raw 16-bit ``mats`` (``load_matrices``), None for float32 ones."""
         if isinstance(mats, BaseException):
             if self.errors == "raise" or isinstance(mats, _FATAL):
                 if isinstance(mats, _FATAL):
@@ -627,7 +649,8 @@ class _ItemWork:
                 raise _layer_error(item, mats) from mats
             return error_rows(item, mats, t_read)
         try:
-            return _process_batch([(item, mats, t_read)], self.core, self.spec_kw,
+            spec_kw = self.spec_kw if dtype is None else dict(self.spec_kw, dtype=dtype)
+            return _process_batch([(item, mats, t_read)], self.core, spec_kw,
                                   self.fit_kw, self.opts)
         except Exception as exc:  # noqa: BLE001 -- an error row, or re-raised
             if self.errors == "raise":
@@ -703,7 +726,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if m:
             text = text[m.end():] or text
         if bad is None:
-            bad = _find_bad_matrix(mats)
+            bad = _find_bad_matrix(mats, spec_kw.get("dtype"))
         if bad is None:
             raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]
