@@ -122,3 +122,20 @@ def test_non_finite_weights_are_reported_as_before(tmp_path, monkeypatch, dtype,
     assert msgs[0] == msgs[1]
     assert msgs[0].startswith("layer 'model.layers.0.mlp.down_proj' (layer_id ")
     assert str(path / "model.safetensors") in msgs[0] and "NaN or Inf (row 1)" in msgs[0]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("shape", [(70000, 64), (64, 70000)])
+def test_native_16bit_gram_is_its_float32_conversion_bit_for_bit(dtype, shape):
+    """Past the C++ conversion block (2**22 / M rows of the summed side) a 16-bit W in float32
+    is still summed like its float32 conversion (one SYRK), so the raw path keeps the values."""
+    rng = np.random.default_rng(5)
+    w = (rng.standard_t(3, size=shape) * 0.02).astype(np.float32)
+    raw = (w.view(np.uint32) >> 16).astype(np.uint16) if dtype == "bfloat16" \
+        else w.astype(np.float16).view(np.uint16)
+    f32 = to_float32(raw, dtype)
+    for precision in ("float32", "float64"):
+        a = htsr.spectrum(f32, precision=precision, threads=1)
+        b = htsr.spectrum(raw, dtype=dtype, precision=precision, threads=1)
+        np.testing.assert_array_equal(b.eigenvalues, a.eigenvalues)
+        assert a.trace == b.trace
