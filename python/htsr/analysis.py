@@ -9,8 +9,9 @@ Pipeline: the layer list is built from metadata only (nothing is read); a backgr
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
 analysis, and at most ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32
 data loaded and not yet analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
-data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
+data is not copied, nor are stored bfloat16 / float16 safetensors weights (``LayerSpec.load_raw``:
+the native code converts them exactly itself, see ``raw_allowed``): the reader asks the kernel to
+read them ahead, the native code reads them in place, and their pages are dropped once analysed) while ``threads`` workers (the calling thread
 and helper threads) each take the next loaded matrix and analyse it on one native thread
 (``htsr.spectrum_batch`` + ``htsr.fit_power_law_batch``, GIL released): there is no barrier,
 so every core stays busy until the last matrix and the ETA is steady.  Each finished
