@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import math
 import os
-import queue
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,11 +48,12 @@ from . import diagnostics as _diag
 from . import metrics as _metrics
 from .depth import layer_places, source_config
 from .options import LAYER_TYPES, AnalysisOptions
-from .sources import prefetch_mapped_pages, release_mapped_pages
+from .progress import make_progress
+from .reader import MIN_BUDGET, Reader
+from .sources import release_mapped_pages
 
 __all__ = ["analyze", "describe", "esd", "AnalysisOptions", "LAYER_TYPES"]
 
-_MIN_BUDGET = 64 << 20
 _EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -193,84 +192,6 @@ def describe(model_or_path, options: AnalysisOptions | None = None, *,
 
 
 # --------------------------------------------------------------------------------------------
-# progress
-# --------------------------------------------------------------------------------------------
-class _StderrBar:
-    """Minimal progress bar on stderr (used when tqdm is unavailable)."""
-
-    def __init__(self, total: int, total_bytes: int):
-        self.total, self.total_bytes, self.t0, self.last = total, total_bytes, time.time(), 0.0
-
-    def update(self, done: int, nbytes: int, name: str):
-        now = time.time()
-        if done < self.total and now - self.last < 0.2:
-            return
-        self.last = now
-        el = now - self.t0
-        # ETA by bytes read (~ matrix sizes), not matrix count: steady when sizes vary
-        if self.total_bytes and nbytes:
-            eta = el / nbytes * (self.total_bytes - nbytes)
-        else:
-            eta = el / done * (self.total - done) if done else float("nan")
-        frac = done / self.total if self.total else 1.0
-        bar = "#" * int(24 * frac)
-        sys.stderr.write(f"\rhtsr |{bar:<24}| {done}/{self.total} matrices, "
-                         f"{nbytes / 1e6:.1f} MB read, {el:.1f}s elapsed, ETA {eta:.1f}s ")
-        sys.stderr.flush()
-
-    def close(self):
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-class _TqdmBar:
-    """tqdm over the bytes to read (its rate and ETA follow matrix sizes, which vary 100x in
-    an LLM), matrices done as postfix."""
-
-    def __init__(self, total: int, total_bytes: int):
-        from tqdm.auto import tqdm
-        self.by_bytes = total_bytes > 0
-        self.bar = tqdm(total=total_bytes if self.by_bytes else total,
-                        unit="B" if self.by_bytes else "mat", unit_scale=self.by_bytes,
-                        file=sys.stderr, desc="htsr", dynamic_ncols=True, leave=True)
-        self.total, self.pos = total, 0
-
-    def update(self, done: int, nbytes: int, name: str):
-        self.bar.set_postfix_str(f"{done}/{self.total} matrices", refresh=False)
-        pos = nbytes if self.by_bytes else done
-        self.bar.update(pos - self.pos)
-        self.pos = pos
-
-    def close(self):
-        self.bar.close()
-
-
-def _make_progress(progress, total: int, total_bytes: int):
-    """-> (update(done, bytes_read, name), close())."""
-    if not progress:
-        return None, None
-    if callable(progress) and progress is not True:
-        return (lambda d, b, n: progress(d, total, b, n)), None
-    try:
-        bar = _TqdmBar(total, total_bytes)
-    except Exception:  # tqdm missing or unusable
-        bar = _StderrBar(total, total_bytes)
-    return bar.update, bar.close
-
-
-# --------------------------------------------------------------------------------------------
-# reader thread
-# --------------------------------------------------------------------------------------------
-def _prefetch(mats: list) -> list:
-    """In the reader thread: start reading memory-mapped matrices from storage (MADV_WILLNEED)
-    so the I/O overlaps the native work on earlier ones. The native code then reads the mapped
-    float32 data in place (no copy) and the main thread drops the pages once the batch is done
-    (``release_mapped_pages``), so resident memory stays bounded by the matrices in flight."""
-    for W in mats:
-        prefetch_mapped_pages(W)
-    return mats
-
-
 _RAW_16BIT = True  # internal switch (tests): LayerSpec.load_raw used when the options allow it
 
 
@@ -280,87 +201,6 @@ def raw_allowed(opts: AnalysisOptions) -> bool:
     (they take float32 matrices)."""
     return (_RAW_16BIT and opts.device is None and opts.base_model is None
             and not _diag.active(opts))
-
-
-def load_matrices(spec, raw: bool) -> tuple[list, str | None]:
-    """(the spec's matrices, their ``spectrum_batch`` dtype): ``load_raw()`` when ``raw`` and
-    the spec has it (uint16 patterns, 'bfloat16' | 'float16'), else ``load()`` (float32, None)."""
-    if raw and getattr(spec, "load_raw", None) is not None:
-        mats, dtype = spec.load_raw()
-        return list(mats), dtype
-    mats = spec.load()
-    return (list(mats) if isinstance(mats, (list, tuple)) else [mats]), None
-
-
-class _Reader:
-    """Loads plan items in a background thread, at most ``ahead`` items loaded (or loading) but
-    not yet taken by the main thread, and at most ``budget`` bytes of float32 matrices loaded
-    but not yet released (always at least one item)."""
-
-    _END = object()
-
-    def __init__(self, plan: list[_Item], ahead: int, budget: int, raw: bool = False):
-        self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
-        self.raw = raw          # load_matrices(raw=): 16-bit weights as stored
-        self.q: queue.Queue = queue.Queue()
-        self.cond = threading.Condition()
-        self.ahead = 0          # loaded or loading, not yet taken
-        self.inflight = 0       # bytes loaded or loading, not yet released
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="htsr-reader", daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            for idx, it in enumerate(self.plan):
-                mem = it.mem
-                with self.cond:
-                    while not self.stop.is_set() and (
-                            self.ahead >= self.ahead_max
-                            or (self.inflight > 0 and self.inflight + mem > self.budget)):
-                        self.cond.wait(0.5)
-                    if self.stop.is_set():
-                        return
-                    self.ahead += 1
-                    self.inflight += mem
-                t0 = time.perf_counter()
-                try:
-                    mats, dtype = load_matrices(it.spec, self.raw)
-                    mats = _prefetch(mats)
-                except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
-                    self.q.put((idx, exc, 0.0, None))
-                    continue
-                except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
-                    self.q.put((idx, exc, 0.0, None))
-                    return
-                self.q.put((idx, mats, time.perf_counter() - t0, dtype))
-                del mats
-        finally:
-            self.q.put(self._END)
-
-    def get(self, block=True):
-        obj = self.q.get(block=block)
-        if obj is not self._END:
-            with self.cond:
-                self.ahead -= 1
-                self.cond.notify_all()
-        return obj
-
-    def release(self, mem: int):
-        with self.cond:
-            self.inflight -= mem
-            self.cond.notify_all()
-
-    def close(self):
-        self.stop.set()
-        with self.cond:
-            self.cond.notify_all()
-        try:
-            while True:
-                self.q.get_nowait()
-        except queue.Empty:
-            pass
-        self.thread.join(timeout=5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,7 +306,7 @@ def analyze(model_or_path, options: AnalysisOptions | None = None, *,
         sink = ResultsFile(opts.out, opts, resume=opts.resume, extra_columns=extra)
         plan = _not_done(plan, sink.done_keys())
     total_bytes = sum(int(getattr(it.spec, "nbytes", 0) or 0) for it in plan)
-    update, close_bar = _make_progress(opts.progress, len(plan), total_bytes)
+    update, close_bar = make_progress(opts.progress, len(plan), total_bytes)
     emit = _Emitter(sink, update)
     try:
         if plan and opts.executor is not None:
@@ -555,8 +395,8 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
     # bytes loaded and not yet released: two of the largest matrices, and on many cores one
     # median-sized matrix per worker plus one ahead (so that every worker stays fed)
     mems = sorted(it.mem for it in plan)
-    budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], _MIN_BUDGET)
-    reader = _Reader(plan, ahead, budget, raw_allowed(opts))
+    budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], MIN_BUDGET)
+    reader = Reader(plan, ahead, budget, raw_allowed(opts))
     take = threading.Lock()
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -565,7 +405,7 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
         with take:
             while not stop.is_set():
                 obj = reader.get(block=True)
-                if obj is _Reader._END:
+                if obj is Reader._END:
                     stop.set()       # also tells the other workers
                     reader.q.put(obj)
                     return None
@@ -595,7 +435,7 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
         except BaseException as exc:  # noqa: BLE001 -- re-raised by the calling thread
             failure.append(exc)
             stop.set()
-            reader.q.put(_Reader._END)
+            reader.q.put(Reader._END)
 
     helpers = [threading.Thread(target=helper, name=f"htsr-worker-{i}", daemon=True)
                for i in range(1, nworkers)]

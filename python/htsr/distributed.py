@@ -47,7 +47,8 @@ def analyse_task(path: str, layer_id: int, name: str, opts: AnalysisOptions,
                  threads: int = 1) -> list[dict]:
     """The rows of one matrix, computed where this runs (a worker): reads the matrix from
     ``path`` and analyses it on ``threads`` native threads."""
-    from .analysis import _ItemWork, load_matrices, raw_allowed, release_mapped_pages
+    from .analysis import _ItemWork, raw_allowed, release_mapped_pages
+    from .reader import load_matrices
     items = _worker_plan(os.fspath(path), opts.min_evals, opts.pool, opts.split_fused)
     item = items.get(layer_id)
     if item is None or item.name != name:
