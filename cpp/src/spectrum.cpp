@@ -97,7 +97,10 @@ Spectrum finish(const MatrixView& w, std::vector<double> values, double trace, b
 
 /// X = W^T W (or W W^T for wide W) by SYRK in precision T, then ?syevd_2stage values only.
 /// W is read in place when stored as T; otherwise converted in blocks along the summed
-/// dimension and accumulated (beta = 1), so the extra memory is one block, not a copy.
+/// dimension and accumulated (beta = 1), so the extra memory is one block, not a copy --
+/// except 16-bit W in float32: converted whole and summed by one SYRK, as a float32 W would
+/// be, so that its spectrum is bit for bit the one of its exact float32 conversion (blocks
+/// sum in another order; float32 has no headroom to hide that).
 template <class T>
 Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
@@ -108,7 +111,8 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
         // Column-major view of row-major W is W^T (cols x rows, lda = ld).
         lapack::syrk(!tall, int(n), int(depth), T(1), static_cast<const T*>(w.data), w.ld, T(0), gram.data(), int(n));
     } else {
-        const int64_t block = std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
+        const bool whole = std::is_same_v<T, float> && dtype_size(w.dtype) == 2;
+        const int64_t block = whole ? depth : std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
         Matrix buffer(n, block);
         for (int64_t k0 = 0; k0 < depth; k0 += block) {
             const int64_t kb = std::min(block, depth - k0);

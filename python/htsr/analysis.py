@@ -9,8 +9,9 @@ Pipeline: the layer list is built from metadata only (nothing is read); a backgr
 then reads / converts the selected matrices (``max(prefetch, threads)`` matrices ahead of the
 analysis, and at most ``max(2 x largest, (threads + 1) x median matrix, 64 MiB)`` of float32
 data loaded and not yet analysed, so memory is bounded by a few matrices, not by the model; memory-mapped float32
-data is not copied: the reader asks the kernel to read it ahead, the native code reads it in
-place, and its pages are dropped once analysed) while ``threads`` workers (the calling thread
+data is not copied, nor are stored bfloat16 / float16 safetensors weights (``LayerSpec.load_raw``:
+the native code converts them exactly itself, see ``raw_allowed``): the reader asks the kernel to
+read them ahead, the native code reads them in place, and their pages are dropped once analysed) while ``threads`` workers (the calling thread
 and helper threads) each take the next loaded matrix and analyse it on one native thread
 (``htsr.spectrum_batch`` + ``htsr.fit_power_law_batch``, GIL released): there is no barrier,
 so every core stays busy until the last matrix and the ETA is steady.  Each finished
@@ -191,6 +192,18 @@ def describe(model_or_path, options: AnalysisOptions | None = None, *,
 
 
 # --------------------------------------------------------------------------------------------
+_RAW_16BIT = True  # internal switch (tests): LayerSpec.load_raw used when the options allow it
+
+
+def raw_allowed(opts: AnalysisOptions) -> bool:
+    """Whether stored 16-bit weights go to the native core as they are (``LayerSpec.load_raw``,
+    converted exactly in C++, no float32 copy): native device, no W - W_base, no diagnostics
+    (they take float32 matrices)."""
+    return (_RAW_16BIT and opts.device is None and opts.base_model is None
+            and not _diag.active(opts))
+
+
+# --------------------------------------------------------------------------------------------
 # analyze
 # --------------------------------------------------------------------------------------------
 def _layer_error(item: _Item, exc: BaseException) -> ValueError:
@@ -199,10 +212,11 @@ def _layer_error(item: _Item, exc: BaseException) -> ValueError:
     return cls(f"layer '{item.name}' (layer_id {item.layer_id}) in {item.spec.source}: {exc}")
 
 
-def _find_bad_matrix(mats: Sequence[np.ndarray]) -> int | None:
+def _find_bad_matrix(mats: Sequence[np.ndarray], dtype: str | None = None) -> int | None:
+    from .sources.dtypes import to_float32
     for i, W in enumerate(mats):
         try:
-            if not np.isfinite(np.asarray(W, dtype=np.float32)).all():
+            if not np.isfinite(to_float32(W, dtype) if dtype else np.asarray(W, np.float32)).all():
                 return i
         except Exception:  # noqa: BLE001
             return None
@@ -382,7 +396,7 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
     # median-sized matrix per worker plus one ahead (so that every worker stays fed)
     mems = sorted(it.mem for it in plan)
     budget = max(2 * mems[-1], (nworkers + 1) * mems[len(mems) // 2], MIN_BUDGET)
-    reader = Reader(plan, ahead, budget)
+    reader = Reader(plan, ahead, budget, raw_allowed(opts))
     take = threading.Lock()
     stop = threading.Event()
     failure: list[BaseException] = []
@@ -403,10 +417,10 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
             obj = next_entry()
             if obj is None:
                 return
-            idx, payload, t_read = obj
+            idx, payload, t_read, dtype = obj
             item = plan[idx]
             try:
-                rows = work(item, payload, t_read)
+                rows = work(item, payload, t_read, dtype)
             finally:
                 if not isinstance(payload, BaseException):
                     for W in payload:     # mapped pages of analysed matrices: not needed again
@@ -467,7 +481,8 @@ class _ItemWork:
         self.opts = opts.replace(threads=max(1, int(threads)), progress=None, executor=None)
         self.errors = opts.errors
 
-    def __call__(self, item: _Item, mats, t_read: float) -> list[dict]:
+    def __call__(self, item: _Item, mats, t_read: float, dtype: str | None = None) -> list[dict]:
+        """``dtype``: of raw 16-bit ``mats`` (``load_matrices``), None for float32 ones."""
         if isinstance(mats, BaseException):
             if self.errors == "raise" or isinstance(mats, _FATAL):
                 if isinstance(mats, _FATAL):
@@ -475,7 +490,8 @@ class _ItemWork:
                 raise _layer_error(item, mats) from mats
             return error_rows(item, mats, t_read)
         try:
-            return _process_batch([(item, mats, t_read)], self.core, self.spec_kw,
+            spec_kw = self.spec_kw if dtype is None else dict(self.spec_kw, dtype=dtype)
+            return _process_batch([(item, mats, t_read)], self.core, spec_kw,
                                   self.fit_kw, self.opts)
         except Exception as exc:  # noqa: BLE001 -- an error row, or re-raised
             if self.errors == "raise":
@@ -551,7 +567,7 @@ def _process_batch(batch, _core, spec_kw, fit_kw, opts: AnalysisOptions) -> list
         if m:
             text = text[m.end():] or text
         if bad is None:
-            bad = _find_bad_matrix(mats)
+            bad = _find_bad_matrix(mats, spec_kw.get("dtype"))
         if bad is None:
             raise _layer_error(batch[0][0], type(exc)(text)) from exc
         bi, si = members[bad]

@@ -47,20 +47,21 @@ def analyse_task(path: str, layer_id: int, name: str, opts: AnalysisOptions,
                  threads: int = 1) -> list[dict]:
     """The rows of one matrix, computed where this runs (a worker): reads the matrix from
     ``path`` and analyses it on ``threads`` native threads."""
-    from .analysis import _ItemWork, release_mapped_pages
+    from .analysis import _ItemWork, raw_allowed, release_mapped_pages
+    from .reader import load_matrices
     items = _worker_plan(os.fspath(path), opts.min_evals, opts.pool, opts.split_fused)
     item = items.get(layer_id)
     if item is None or item.name != name:
         raise ValueError(f"{path}: layer_id {layer_id} is not {name!r} on this worker "
                          "(a different checkpoint at the same path?)")
     t0 = time.perf_counter()
+    dtype = None
     try:
-        mats = item.spec.load()
-        mats = list(mats) if isinstance(mats, (list, tuple)) else [mats]
+        mats, dtype = load_matrices(item.spec, raw_allowed(opts))
     except Exception as exc:  # noqa: BLE001 -- an error row (or raised) by _ItemWork
         mats = exc
     try:
-        return _ItemWork(opts, threads=threads)(item, mats, time.perf_counter() - t0)
+        return _ItemWork(opts, threads=threads)(item, mats, time.perf_counter() - t0, dtype)
     finally:
         if not isinstance(mats, BaseException):
             for W in mats:

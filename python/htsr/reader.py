@@ -9,9 +9,19 @@ import time
 
 from .sources import prefetch_mapped_pages
 
-__all__ = ["Reader", "MIN_BUDGET"]
+__all__ = ["Reader", "MIN_BUDGET", "load_matrices"]
 
 MIN_BUDGET = 64 << 20   # bytes in flight allowed however small the matrices
+
+
+def load_matrices(spec, raw: bool) -> tuple[list, str | None]:
+    """(the spec's matrices, their ``spectrum_batch`` dtype): ``load_raw()`` when ``raw`` and
+    the spec has it (uint16 patterns, 'bfloat16' | 'float16'), else ``load()`` (float32, None)."""
+    if raw and getattr(spec, "load_raw", None) is not None:
+        mats, dtype = spec.load_raw()
+        return list(mats), dtype
+    mats = spec.load()
+    return (list(mats) if isinstance(mats, (list, tuple)) else [mats]), None
 
 
 def _prefetch(mats: list) -> list:
@@ -31,8 +41,9 @@ class Reader:
 
     _END = object()
 
-    def __init__(self, plan: list, ahead: int, budget: int):
+    def __init__(self, plan: list, ahead: int, budget: int, raw: bool = False):
         self.plan, self.ahead_max, self.budget = plan, max(1, int(ahead)), budget
+        self.raw = raw          # load_matrices(raw=): 16-bit weights as stored
         self.q: queue.Queue = queue.Queue()
         self.cond = threading.Condition()
         self.ahead = 0          # loaded or loading, not yet taken
@@ -56,17 +67,15 @@ class Reader:
                     self.inflight += mem
                 t0 = time.perf_counter()
                 try:
-                    mats = it.spec.load()
-                    if not isinstance(mats, (list, tuple)):
-                        mats = [mats]
-                    mats = _prefetch(list(mats))
+                    mats, dtype = load_matrices(it.spec, self.raw)
+                    mats = _prefetch(mats)
                 except Exception as exc:  # noqa: BLE001 -- an error row or re-raised by a worker
-                    self.q.put((idx, exc, 0.0))
+                    self.q.put((idx, exc, 0.0, None))
                     continue
                 except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
-                    self.q.put((idx, exc, 0.0))
+                    self.q.put((idx, exc, 0.0, None))
                     return
-                self.q.put((idx, mats, time.perf_counter() - t0))
+                self.q.put((idx, mats, time.perf_counter() - t0, dtype))
                 del mats
         finally:
             self.q.put(self._END)

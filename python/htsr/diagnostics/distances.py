@@ -112,4 +112,5 @@ def delta_spec(spec, name: str, base: dict):
             out.append(np.ascontiguousarray(x - y))
         return out
 
-    return dataclasses.replace(spec, load=load, nbytes=int(getattr(spec, "nbytes", 0) or 0) * 2)
+    return dataclasses.replace(spec, load=load, load_raw=None,
+                               nbytes=int(getattr(spec, "nbytes", 0) or 0) * 2)

@@ -30,6 +30,10 @@ class LayerSpec:
     matrix_shape: tuple = ()  # (rows, cols) of each array load() returns
     scale: str | None = None  # name of the dequantization scale tensor applied, if any
     columns: dict = field(default_factory=dict, repr=False, compare=False)  # extra table columns
+    # optional: (the rf matrices as stored 16-bit patterns, uint16 views of the file mapping, no
+    # copy; their dtype 'bfloat16' | 'float16'), for the native core to convert exactly itself
+    load_raw: Callable[[], tuple[list, str]] | None = field(default=None, repr=False,
+                                                             compare=False)
 
     @property
     def longname(self) -> str:
@@ -46,6 +50,7 @@ class Entry:
     get: Callable[[], Any]  # raw stored bits: numpy array (see to_float32) or torch tensor
     whole_nbytes: int | None = None  # a load reads this many bytes whatever piece (npz deflate)
     ltype: str | None = None  # layer type when the reader knows it (ONNX: from the graph node)
+    raw16: bool = False  # get() is a numpy view of stored bfloat16/float16 bits (safetensors)
 
     @property
     def bits(self) -> int:

@@ -38,6 +38,7 @@ FLOAT_NAMES = {"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "fl
                 "float8_e4m3fnuz", "float8_e5m2fnuz"}
 BITS = {v[0]: v[1] for v in ST_DTYPES.values()}
 BITS["mxfp4"] = 4.25  # a 4-bit code per value + an 8-bit exponent per 32 values
+RAW16 = {"bfloat16", "float16"}  # read raw (uint16 bits) by the native core: LayerSpec.load_raw
 FP8 = {"float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}
 
 # GGML tensor types (ggml.h ``enum ggml_type``): id -> (our name, values per block, bytes per

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Entry, Format
-from .dtypes import FLOAT_NAMES, ST_DTYPES, convert
+from .dtypes import FLOAT_NAMES, RAW16, ST_DTYPES, convert
 from .files import read_index, require_size
 from .naming import is_uint, natural_key
 
@@ -131,7 +131,8 @@ def st_entry(f: SafetensorsFile, info: TensorInfo) -> Entry:
     kind = ST_DTYPES[info.code][3]
     kind = "float" if kind == "float" else ("int" if kind == "int" else "other")
     return Entry(info.name, info.shape, info.dtype, kind, f.path,
-                  lambda f=f, n=info.name: f.raw(n))
+                  lambda f=f, n=info.name: f.raw(n),
+                  raw16=info.dtype in RAW16 and info.end > info.begin)
 
 
 def safetensors_entries(files: list[str], index: str | None) -> list[Entry]:

@@ -92,6 +92,19 @@ def _apply_scale(W: np.ndarray, s: np.ndarray, block: tuple, what: str) -> np.nd
                      f"{(r, c)} nor its {br}x{bc} blocks")
 
 
+def _load_raw(entry: Entry, expert, squeeze, sel) -> tuple[list[np.ndarray], str]:
+    """The matrix as its stored 16-bit patterns: a uint16 view of the file mapping (no copy,
+    unit column stride); the native core converts it exactly (``spectrum_batch(dtype=)``)."""
+    x = entry.get()
+    if expert is not None:
+        x = x[expert]
+    elif squeeze:
+        x = x[0]
+    if sel is not None:
+        x = apply_sel(x, sel)
+    return [x.view(np.uint16)], entry.dtype
+
+
 def _load(entry: Entry, expert, squeeze, mode, sel, scale: Entry | None, block, what):
     x = entry.get()
     if expert is not None:
@@ -236,8 +249,12 @@ class Maker:
             nbytes += ssize * scale.bits // 8
         what = f"{e.source}: tensor {e.key!r}"
         load = functools.partial(_load, e, expert, squeeze, mode, sel, scale, self.block, what)
+        raw = None  # stored bits read in place: a plain (row / column range of a) 16-bit matrix
+        if (e.raw16 and mode == "matrix" and scale is None
+                and (sel is None or sel[0] in ("rows", "cols"))):
+            raw = functools.partial(_load_raw, e, expert, squeeze, sel)
         return LayerSpec(name=name, layer_type=ltype, shape=tuple(int(d) for d in e.shape),
                          N=max(r, c), M=min(r, c), rf=int(rf), stored_dtype=e.dtype,
                          source=e.source, part=part, load=load, nbytes=int(nbytes),
                          module_type=module_type, matrix_shape=(r, c),
-                         scale=scale.key if scale is not None else None)
+                         scale=scale.key if scale is not None else None, load_raw=raw)
