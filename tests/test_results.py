@@ -168,7 +168,7 @@ KILL_CHILD = textwrap.dedent("""
             print("rows", state["rows"], flush=True)
             time.sleep(3600)
     results.ResultsFile.append = append
-    sys.exit(cli.main(["analyze", *sys.argv[2:]]))
+    cli.entry(["analyze", *sys.argv[2:]])
 """)
 
 
@@ -317,7 +317,7 @@ SIGINT_CHILD = textwrap.dedent("""
             time.sleep(3600)
         return real(self, *a)
     analysis._ItemWork.__call__ = call
-    sys.exit(cli.main(["analyze", *sys.argv[2:]]))
+    cli.entry(["analyze", *sys.argv[2:]])
 """)
 
 

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "entry", "build_parser"]
 
 _OUT_FORMATS = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
 EXIT_ERROR_ROWS = 3
@@ -408,5 +408,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The ``htsr`` console script: ``main``, then exit with its code.  After Ctrl-C (130) it
+    exits at once (``os._exit``, streams flushed): worker threads may still be inside native
+    code, and interpreter finalization would tear them down while they wait to re-take the
+    GIL, which aborts the process ("terminate called without an active exception").  Every
+    finished row is already on disk (results files are fsync'd per matrix)."""
+    code = main(argv)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
