@@ -358,6 +358,18 @@ def test_progress_callable_and_bar(stack, capsys):
     assert "4/4" in err
 
 
+def _fake_matrix(i):
+    return [np.random.default_rng(i).standard_normal((64, 32)).astype(np.float32)]
+
+
+def _fake_spec(i, load):
+    """A 64 x 32 float32 layer 'l{i}' whose matrices come from ``load``."""
+    from htsr import sources
+    return sources.LayerSpec(name=f"l{i}", layer_type="dense", shape=(64, 32), N=64, M=32, rf=1,
+                             stored_dtype="float32", source="<test>", part=None, load=load,
+                             nbytes=64 * 32 * 4)
+
+
 def _fake_pipeline(monkeypatch, n, load_delay, matrix_delay, **kw):
     """analyze over n fake 64x32 layers whose load() sleeps load_delay and whose spectra sleep
     matrix_delay each -> (elapsed, max number of matrices loaded but not yet analysed,
@@ -373,10 +385,8 @@ def _fake_pipeline(monkeypatch, n, load_delay, matrix_delay, **kw):
             with lock:
                 state["inflight"] += 1
                 state["max_inflight"] = max(state["max_inflight"], state["inflight"])
-            return [np.random.default_rng(i).standard_normal((64, 32)).astype(np.float32)]
-        return sources.LayerSpec(name=f"l{i}", layer_type="dense", shape=(64, 32), N=64, M=32,
-                                 rf=1, stored_dtype="float32", source="<test>", part=None,
-                                 load=load, nbytes=64 * 32 * 4)
+            return _fake_matrix(i)
+        return _fake_spec(i, load)
 
     real_batch = core.spectrum_batch
 
@@ -409,10 +419,8 @@ def test_pipeline_overlaps_reading_with_native_work(monkeypatch):
     def make(i):
         def load():
             loaded[i].set()
-            return [np.random.default_rng(i).standard_normal((64, 32)).astype(np.float32)]
-        return sources.LayerSpec(name=f"l{i}", layer_type="dense", shape=(64, 32), N=64, M=32,
-                                 rf=1, stored_dtype="float32", source="<test>", part=None,
-                                 load=load, nbytes=64 * 32 * 4)
+            return _fake_matrix(i)
+        return _fake_spec(i, load)
 
     real_batch = core.spectrum_batch
 

@@ -19,12 +19,15 @@ def _no_constant(name):
 def read_json(path, what) -> dict:
     """A JSON object from ``path``; ValueError naming the file for invalid, non-finite
     (``NaN``/``Infinity``) or too deeply nested JSON."""
+    with open(path, "rb") as fh:
+        return parse_json_object(fh.read(), path, what)
+
+
+def parse_json_object(blob: bytes, path, what) -> dict:
+    """``blob`` (UTF-8 JSON) as a dict; ValueError naming ``path`` and ``what`` for invalid,
+    non-finite or too deeply nested JSON, or JSON that is not an object."""
     try:
-        with open(path, "rb") as fh:
-            blob = fh.read()
         obj = json.loads(blob.decode("utf-8"), parse_constant=_no_constant)
-    except FileNotFoundError:
-        raise
     except RecursionError:
         raise ValueError(f"{path}: {what} is nested too deeply to parse") from None
     except (UnicodeDecodeError, ValueError) as exc:

@@ -2,7 +2,6 @@
 no ``safetensors`` package, no copy of the file)."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -12,7 +11,7 @@ import numpy as np
 
 from .base import Entry, Format
 from .dtypes import FLOAT_NAMES, RAW16, ST_DTYPES, convert
-from .files import read_index, require_size
+from .files import parse_json_object, read_index, require_size
 from .naming import is_uint, natural_key
 
 MAX_HEADER_BYTES = 100_000_000
@@ -47,14 +46,7 @@ class SafetensorsFile:
                 raise ValueError(f"{p}: safetensors header length {n} runs past the end of "
                                  f"the {size}-byte file (truncated or not safetensors)")
             blob = fh.read(n)
-        try:
-            header = json.loads(blob.decode("utf-8"))
-        except RecursionError:
-            raise ValueError(f"{p}: safetensors header is nested too deeply to parse") from None
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"{p}: safetensors header is not valid JSON: {exc}") from None
-        if not isinstance(header, dict):
-            raise ValueError(f"{p}: safetensors header is not a JSON object")
+        header = parse_json_object(blob, p, "safetensors header")
         self.data_start = 8 + n
         self.file_size = size
         meta = header.pop("__metadata__", None)
