@@ -146,7 +146,8 @@ def environment(threads: int, seed: int) -> dict:
             "loadavg_start": list(os.getloadavg()), "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         import threadpoolctl
-        info["threadpools"] = threadpoolctl.threadpool_info()
+        info["threadpools"] = [dict(pool, filepath=os.path.basename(pool.get("filepath", "")))
+                               for pool in threadpoolctl.threadpool_info()]  # no machine paths
     except ImportError:
         info["threadpools"] = "threadpoolctl not installed"
     try:
