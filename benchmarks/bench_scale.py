@@ -134,6 +134,9 @@ def main(argv=None) -> int:
     shapes = sorted(counts, key=lambda s: -s[0] * s[1])
     print(f"{a.path}: {len(d)} matrices, {params / 1e9:.3f} B parameters in them, "
           f"{len(shapes)} distinct shapes, precision {a.precision}, {threads} threads")
+    from htsr.bench import blas_summary
+    import scipy.linalg  # noqa: F401  (WeightWatcher's svd_vals runs on scipy's BLAS: list it too)
+    print(blas_summary())
     print(f"load before: {_load()}")
     f1, c1 = native_floor(shapes, a.precision)
     t0 = time.perf_counter()

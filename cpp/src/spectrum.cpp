@@ -11,6 +11,7 @@
 #include "htsr/lapack.hpp"
 #include "htsr/randomized.hpp"
 #include "matrix_io.hpp"
+#include "page_buffer.hpp"
 
 namespace htsr {
 
@@ -95,7 +96,8 @@ Spectrum finish(const MatrixView& w, std::vector<double> values, double trace, b
     return out;
 }
 
-/// X = W^T W (or W W^T for wide W) by SYRK in precision T, then ?syevd_2stage values only.
+/// X = W^T W (or W W^T for wide W) by SYRK in precision T, then the values-only eigensolver
+/// (lapack::syevd: one-stage below n ~ 1000, else ?sytrd_sy2sb + ?sytrd_sb2st + ?sterf).
 /// W is read in place when stored as T; otherwise converted in blocks along the summed
 /// dimension and accumulated (beta = 1), so the extra memory is one block, not a copy --
 /// except 16-bit W in float32: converted whole and summed by one SYRK, as a float32 W would
@@ -106,23 +108,25 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
     const bool tall = w.rows >= w.cols;
     const int64_t n = w.M(), depth = w.N();
-    Matrix gram(n, n);
+    detail::PageBuffer<T> gram_memory(std::size_t(n) * std::size_t(n));
+    Eigen::Map<Matrix> gram(gram_memory.data(), n, n);
     if (detail::stored_as<T>(w)) {
         // Column-major view of row-major W is W^T (cols x rows, lda = ld).
         lapack::syrk(!tall, int(n), int(depth), T(1), static_cast<const T*>(w.data), w.ld, T(0), gram.data(), int(n));
     } else {
         const bool whole = std::is_same_v<T, float> && dtype_size(w.dtype) == 2;
         const int64_t block = whole ? depth : std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
-        Matrix buffer(n, block);
+        detail::PageBuffer<T> buffer_memory(std::size_t(n) * std::size_t(block));
+        T* const buffer = buffer_memory.data();
         for (int64_t k0 = 0; k0 < depth; k0 += block) {
             const int64_t kb = std::min(block, depth - k0);
             const T beta = k0 == 0 ? T(0) : T(1);
             if (tall) {  // rows k0..k0+kb: row-major kb x n = column-major n x kb
-                detail::copy_block(w, k0, k0 + kb, 0, w.cols, buffer.data());
-                lapack::syrk(false, int(n), int(kb), T(1), buffer.data(), n, beta, gram.data(), int(n));
+                detail::copy_block(w, k0, k0 + kb, 0, w.cols, buffer);
+                lapack::syrk(false, int(n), int(kb), T(1), buffer, n, beta, gram.data(), int(n));
             } else {     // columns k0..k0+kb: row-major n x kb = column-major kb x n
-                detail::copy_block(w, 0, w.rows, k0, k0 + kb, buffer.data());
-                lapack::syrk(true, int(n), int(kb), T(1), buffer.data(), kb, beta, gram.data(), int(n));
+                detail::copy_block(w, 0, w.rows, k0, k0 + kb, buffer);
+                lapack::syrk(true, int(n), int(kb), T(1), buffer, kb, beta, gram.data(), int(n));
             }
         }
     }

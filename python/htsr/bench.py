@@ -138,6 +138,29 @@ def checkpoint_matrices(path: str, max_matrices: int, distinct: bool = True):
     return out
 
 
+def cpu_has_avx512() -> bool | None:
+    """Whether the CPU offers the AVX-512 subsets OpenBLAS's SkylakeX kernels use (Linux
+    /proc/cpuinfo; None elsewhere): with OPENBLAS_CORETYPE=Haswell such a CPU runs AVX2 kernels."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"} <= set(flags)
+
+
+def blas_summary() -> str:
+    """One line: each BLAS pool's library, kernel architecture and threads, OPENBLAS_CORETYPE, AVX-512."""
+    try:
+        import threadpoolctl
+        pools = [f"{os.path.basename(p.get('filepath', ''))} {p.get('architecture', '')} x{p.get('num_threads')}"
+                 for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    except ImportError:
+        pools = ["threadpoolctl not installed"]
+    return (f"BLAS: {'; '.join(pools)}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+            f"CPU AVX-512: {cpu_has_avx512()}")
+
+
 def environment(threads: int, seed: int) -> dict:
     """What the figures depend on: seeds, threads, BLAS libraries, build, machine, load."""
     from . import core
@@ -150,6 +173,8 @@ def environment(threads: int, seed: int) -> dict:
                                for pool in threadpoolctl.threadpool_info()]  # no machine paths
     except ImportError:
         info["threadpools"] = "threadpoolctl not installed"
+    info["openblas_coretype_env"] = os.environ.get("OPENBLAS_CORETYPE")  # overrides OpenBLAS's CPU detection
+    info["cpu_avx512"] = cpu_has_avx512()
     try:
         import torch
         info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads(),

@@ -5,8 +5,8 @@ Numerical conventions (also in the README):
 * W is N x M with N = max(rows, cols), M = min(rows, cols). The spectrum is the M eigenvalues of
   X = W^T W over the smaller side (WeightWatcher's convention, no 1/N), ascending, float64.
   ``normalize=True`` divides by N (the random-matrix-theory convention X = W^T W / N).
-* ``method="gram"`` forms X with BLAS ?syrk and takes its eigenvalues with LAPACK
-  ?syevd_2stage (values only); ``precision`` is the arithmetic of X and of the solver. A float32
+* ``method="gram"`` forms X with BLAS ?syrk and takes its eigenvalues with LAPACK's two-stage
+  values-only solver (?sytrd_sy2sb + ?sytrd_sb2st + ?sterf, band 64 from n = 3072); ``precision`` is the arithmetic of X and of the solver. A float32
   Gram keeps the top eigenvalues to ~1e-5 relative but destroys the smallest ones of square
   layers (relative error ~ 1e-7 * lambda_max / lambda): use ``precision="float64"`` for rank and
   small-eigenvalue metrics. Negative rounding values are clipped to 0.

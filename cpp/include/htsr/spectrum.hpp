@@ -53,7 +53,8 @@ struct Spectrum {
 
 /// All eigenvalues of X = W^T W over the smaller side (M of them), ascending, float64 out.
 ///   gram: X formed by SYRK in the requested precision (inputs converted block by block, so a
-///         bf16/f16/f64 matrix never needs a second full copy), then values-only ?syevd_2stage.
+///         bf16/f16/f64 matrix never needs a second full copy), then values-only two-stage
+///         ?sytrd_sy2sb + ?sytrd_sb2st + ?sterf (lapack::syevd; one-stage ?syevd for small n).
 ///         Negative rounding values (X is PSD) are clipped to 0.
 ///   svd:  values-only ?gesdd of W, squared (the accuracy reference).
 ///   randomized: top-k, see randomized.hpp.
