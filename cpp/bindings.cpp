@@ -25,6 +25,7 @@
 #include "htsr/lapack.hpp"
 #include "htsr/powerlaw.hpp"
 #include "htsr/shuffle.hpp"
+#include "htsr/scratch.hpp"
 #include "htsr/spectrum.hpp"
 #include "htsr/vectors.hpp"
 
@@ -313,6 +314,10 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("arrays"), py::arg("dtypes"), py::arg("method"), py::arg("precision"), py::arg("normalize"), py::arg("k"),
           py::arg("oversample"), py::arg("power_iters"), py::arg("seed"), py::arg("threads"), py::arg("adaptive") = py::dict());
+
+    m.def("set_scratch_reuse", &set_scratch_reuse, py::arg("on"),
+          "Keep the calling thread's freed Gram/conversion buffers for its next spectra (off: free them); see scratch.hpp.");
+    m.def("scratch_bytes", &scratch_bytes, "Bytes of scratch blocks the calling thread holds for reuse.");
 
     m.def("fit_power_law",
           [](const Doubles& x, const std::string& ks, double xmin, double xmin_lo, double xmin_hi, double xmax,

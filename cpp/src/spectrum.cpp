@@ -10,8 +10,8 @@
 #include "htsr/cuda.hpp"
 #include "htsr/lapack.hpp"
 #include "htsr/randomized.hpp"
+#include "htsr/scratch.hpp"
 #include "matrix_io.hpp"
-#include "page_buffer.hpp"
 
 namespace htsr {
 
@@ -108,7 +108,7 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;  // column-major
     const bool tall = w.rows >= w.cols;
     const int64_t n = w.M(), depth = w.N();
-    detail::PageBuffer<T> gram_memory(std::size_t(n) * std::size_t(n));
+    detail::ScratchBuffer<T> gram_memory(std::size_t(n) * std::size_t(n));
     Eigen::Map<Matrix> gram(gram_memory.data(), n, n);
     if (detail::stored_as<T>(w)) {
         // Column-major view of row-major W is W^T (cols x rows, lda = ld).
@@ -116,7 +116,7 @@ Spectrum gram_spectrum(const MatrixView& w, bool normalize) {
     } else {
         const bool whole = std::is_same_v<T, float> && dtype_size(w.dtype) == 2;
         const int64_t block = whole ? depth : std::min<int64_t>(depth, std::max<int64_t>(256, (int64_t(1) << 22) / n));
-        detail::PageBuffer<T> buffer_memory(std::size_t(n) * std::size_t(block));
+        detail::ScratchBuffer<T> buffer_memory(std::size_t(n) * std::size_t(block));
         T* const buffer = buffer_memory.data();
         for (int64_t k0 = 0; k0 < depth; k0 += block) {
             const int64_t kb = std::min(block, depth - k0);

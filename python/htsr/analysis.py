@@ -413,21 +413,28 @@ def _stream(plan: list[_Item], opts: AnalysisOptions, work: Callable, emit: _Emi
             return None
 
     def loop():
-        while True:
-            obj = next_entry()
-            if obj is None:
-                return
-            idx, payload, t_read, dtype = obj
-            item = plan[idx]
-            try:
-                rows = work(item, payload, t_read, dtype)
-            finally:
-                if not isinstance(payload, BaseException):
-                    for W in payload:     # mapped pages of analysed matrices: not needed again
-                        release_mapped_pages(W)
-                del payload, obj          # drop the matrices before releasing their budget
-                reader.release(item.mem)
-            emit(item, rows)
+        # this thread analyses matrix after matrix: its Gram/conversion buffers are reused
+        # instead of fresh memory the kernel must zero (htsr/scratch.hpp), freed at the end
+        from . import _core as native
+        native.set_scratch_reuse(True)
+        try:
+            while True:
+                obj = next_entry()
+                if obj is None:
+                    return
+                idx, payload, t_read, dtype = obj
+                item = plan[idx]
+                try:
+                    rows = work(item, payload, t_read, dtype)
+                finally:
+                    if not isinstance(payload, BaseException):
+                        for W in payload:     # mapped pages of analysed matrices: not needed again
+                            release_mapped_pages(W)
+                    del payload, obj          # drop the matrices before releasing their budget
+                    reader.release(item.mem)
+                emit(item, rows)
+        finally:
+            native.set_scratch_reuse(False)
 
     def helper():
         try:
