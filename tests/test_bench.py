@@ -4,6 +4,7 @@ CSV/JSON/PNG outputs, the recorded environment, and figures that are checked, no
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,6 +31,8 @@ def test_bench_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys
                      "--out", str(out), "--seed", "3"]) == 0
     text = capsys.readouterr().out
     assert "fastest with |dalpha| <= 0.001" in text and "load average" in text
+    # the kernels the figures depend on: OpenBLAS pools with their architecture, the override
+    assert f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}" in text and "BLAS: " in text
     data = json.loads((out.parent / "b.json").read_text())
     rows = data["rows"]
     assert {r["matrix"] for r in rows} == {"layers.0.fc", "layers.1.proj", "pareto-120x60"}
@@ -37,6 +40,8 @@ def test_bench_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint, tmp_path, capsys
     env = data["environment"]
     assert env["seed"] == 3 and env["threads"] == 1 and "htsr_build" in env and env["threadpools"]
     assert all(pool["num_threads"] == 1 for pool in env["threadpools"])  # recorded as pinned
+    assert env["openblas_coretype_env"] == os.environ.get("OPENBLAS_CORETYPE")
+    assert env["cpu_avx512"] in (True, False, None)
     for r in rows:
         assert r["seconds"] > 0 and r["mem_bytes"] > 0
         if r["method"] == "gram64":

@@ -278,6 +278,7 @@ def main(ns) -> int:
         except ImportError:
             pass
         env = environment(ns.threads, ns.seed)  # thread pools as pinned for the run
+        blas = blas_summary()
         rows = run(matrices, methods, repeat=ns.repeat, threads=ns.threads)
     env["loadavg_end"] = list(os.getloadavg())
     best = fastest_within(rows, ns.alpha_tol)
@@ -286,6 +287,7 @@ def main(ns) -> int:
     for name, (meth, sec) in best.items():
         print(f"fastest with |dalpha| <= {ns.alpha_tol:g} on {name}: {meth} ({sec:.4f} s)")
     print(f"threads {ns.threads}, seed {ns.seed}, load average {env['loadavg_start']} -> {env['loadavg_end']}")
+    print(blas)
     if ns.out:
         import csv
         os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
