@@ -30,4 +30,4 @@ echo 'import sys; sys.meta_path[:] = [f for f in sys.meta_path if "editable" not
 export LD_PRELOAD="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libstdc++.so)" PYTHONPATH="$PWD/$PKG"
 "$PY" -c "import htsr._core as c, sys; sys.exit(0 if c.__file__.startswith('$PWD/$PKG/') else 'not the instrumented module: ' + c.__file__)"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_spectrum.py tests/test_native_errors.py tests/test_interrupt.py \
-  tests/test_threads.py tests/test_powerlaw.py -k "not analyze_tables and (not test_powerlaw or prune or adversarial or batch)"
+  tests/test_threads.py tests/test_powerlaw.py tests/test_scratch.py -k "not analyze_tables and (not test_powerlaw or prune or adversarial or batch)"
